@@ -1,0 +1,251 @@
+"""relay.toml: load, validate, resolve paths.
+
+Every error names the file and the key path (`listeners.mx.bind: expected
+HOST:PORT, got '25'`). Policy tables are validated by the policy's own options
+model, so a policy declares its configuration in its own module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+import policies
+from policies import PolicyLoadError, PolicyOptions
+
+EX_CONFIG = 78  # sysexits.h: configuration error; systemd is told not to restart on it
+
+DEFAULT_POLICIES = ("size", "recipients", "headers")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; str() is the message an administrator sees."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 30, 2.5, "30s", "10m", "5d"."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 30s, 10m, 5d, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 30s, 10m, 5d, got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"expected a positive duration, got {value!r}")
+    return seconds
+
+
+def parse_hostport(value: Any) -> tuple[str, int]:
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        host = host.strip("[]")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return host, int(port)
+    raise ValueError(f"expected HOST:PORT, got {value!r}")
+
+
+def check_domain(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", value):
+        raise ValueError(f"expected a domain name, got {value!r}")
+    return value
+
+
+def check_network(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except (ValueError, TypeError):
+        raise ValueError(f"expected a CIDR such as 10.0.0.0/8, got {value!r}") from None
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+HostPort = Annotated[tuple[str, int], BeforeValidator(parse_hostport)]
+Domain = Annotated[StrictStr, AfterValidator(check_domain)]
+Network = Annotated[str, BeforeValidator(check_network)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(Section):
+    hostname: StrictStr = Field(default_factory=socket.getfqdn)
+    local_domains: list[Domain] = ["dienbien.gov.vn"]
+    state_dir: StrictStr = "var"
+    trusted_networks: list[Network] = []
+    max_message_size: StrictInt = Field(26_214_400, ge=1024, le=2**31)
+    max_recipients: StrictInt = Field(100, ge=1, le=100_000)
+    max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    idle_timeout: Duration = 300.0
+    data_timeout: Duration = 600.0
+    max_noop: StrictInt = Field(20, ge=1)
+    tls_cert: StrictStr = ""
+    tls_key: StrictStr = ""
+    decision_log: StrictStr = "log/decisions.jsonl"
+    policy_dirs: list[StrictStr] = []
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ListenerConfig(Section):
+    bind: HostPort
+    kind: Literal["mx", "submission", "smtps"] = "mx"
+
+
+class BackendConfig(Section):
+    kind: Literal["maildir", "smtp", "lmtp"] = "maildir"
+    path: StrictStr = "mail"
+    host: StrictStr = "127.0.0.1"
+    port: StrictInt = Field(0, ge=0, le=65535)
+    timeout: Duration = 60.0
+    max_connections: StrictInt = Field(4, ge=1, le=256)
+
+
+class OutboundConfig(Section):
+    relayhost: HostPort | None = None
+    starttls: Literal["none", "opportunistic", "required"] = "opportunistic"
+    timeout: Duration = 60.0
+
+
+class QueueConfig(Section):
+    max_queue_lifetime: Duration = 5 * 86400.0
+    min_backoff: Duration = 60.0
+    max_backoff: Duration = 3600.0
+    concurrency: StrictInt = Field(20, ge=1, le=1000)
+    scan_interval: Duration = 30.0
+
+
+class DirectoryConfig(Section):
+    url: StrictStr = ""  # empty: SQLite file `directory.db` under state_dir
+    cache_ttl: Duration = 30.0
+
+
+class Config(Section):
+    server: ServerConfig = ServerConfig()
+    listeners: dict[str, ListenerConfig] = {
+        "mx": ListenerConfig(bind=("127.0.0.1", 2525), kind="mx"),
+        "submission": ListenerConfig(bind=("127.0.0.1", 5870), kind="submission"),
+    }
+    backend: BackendConfig = BackendConfig()
+    outbound: OutboundConfig = OutboundConfig()
+    queue: QueueConfig = QueueConfig()
+    directory: DirectoryConfig = DirectoryConfig()
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
+    )
+
+    # filled by load(): where the file was, and each policy's validated options
+    source: Path | None = Field(None, exclude=True)
+    policy_options: dict[str, PolicyOptions] = Field(default_factory=dict, exclude=True)
+
+    # --- resolved paths -------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    @property
+    def state_path(self) -> Path:
+        return (self.base_dir / self.server.state_dir).resolve()
+
+    def state_file(self, relative: str) -> Path:
+        """A path from the config, relative to state_dir unless absolute."""
+        return self.state_path / relative
+
+    @property
+    def spool_path(self) -> Path:
+        return self.state_path / "queue"
+
+    @property
+    def directory_url(self) -> str:
+        return self.directory.url or f"sqlite:///{self.state_path / 'directory.db'}"
+
+    def is_local(self, address: str) -> bool:
+        domain = address.rpartition("@")[2].lower()
+        return domain in self.server.local_domains
+
+
+def _format_errors(err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    out = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in (*prefix, *e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] != "value_error" and not isinstance(e.get("input"), dict):
+            msg = f"{msg[0].lower()}{msg[1:]}, got {e['input']!r}"
+        out.append(f"{path}: {msg}")
+    return out
+
+
+def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
+    where = f"{source}: " if source else ""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError("\n".join(where + line for line in _format_errors(err))) from None
+    config.source = source.resolve() if source else None
+    errors: list[str] = []
+    search = [config.base_dir / d for d in config.server.policy_dirs]
+    for name, table in config.policies.items():
+        try:
+            cls = policies.load(name, search)
+        except PolicyLoadError as exc:
+            errors.append(f"policies.{name}: {exc}")
+            continue
+        try:
+            config.policy_options[name] = cls.Options.model_validate(table)
+        except ValidationError as err:
+            errors.extend(_format_errors(err, ("policies", name)))
+    if not config.listeners:
+        errors.append("listeners: at least one listener is required")
+    binds = [(n, lc.bind) for n, lc in config.listeners.items()]
+    for i, (name, bind) in enumerate(binds):
+        for other, obind in binds[:i]:
+            if bind == obind:
+                errors.append(f"listeners.{name}.bind: {bind[0]}:{bind[1]} is also used by "
+                              f"listeners.{other}")
+    if config.backend.kind in ("smtp", "lmtp") and not config.backend.port:
+        errors.append(f"backend.port: required when backend.kind is {config.backend.kind!r}")
+    if errors:
+        raise ConfigError("\n".join(where + line for line in errors))
+    return config
+
+
+def load(path: str | Path | None) -> Config:
+    """Load and validate a config file; None means the embedded defaults."""
+    if path is None:
+        return from_dict({})
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, path)

@@ -1,0 +1,199 @@
+"""The policy engine: runs policies per stage and turns findings into one reply.
+
+Both fronts call the same four methods with the same `Transaction`. Relay
+control is not a policy: no configuration can turn the relay into an open one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import policies
+from policies import Context, Policy
+from relay.config import Config
+from relay.message import Message
+from relay.model import (
+    ACTION_STRENGTH,
+    OK,
+    Action,
+    Decision,
+    Finding,
+    Reply,
+    Stage,
+    Transaction,
+    article_en,
+    ascii_fold,
+)
+
+log = logging.getLogger(__name__)
+
+# RFC 5321 4.5.3.1: 64 octets local part, 255 domain, 256 path; printable, no controls
+_ADDRESS = re.compile(r"^[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f]{1,64}@[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f]{1,255}$")
+_QUOTED_LOCAL = re.compile(r'^"(?:[^"\\\x00-\x1f\x7f]|\\[ -~]){0,62}"@[^\s<>@\x00-\x1f\x7f]{1,255}$')
+
+
+def valid_address(address: str) -> bool:
+    if len(address) > 254:
+        return False
+    return bool(_ADDRESS.match(address) or _QUOTED_LOCAL.match(address))
+
+
+def bilingual(code: int, status: str, vi: str, en: str) -> Reply:
+    return Reply(code, status, (vi, en))
+
+
+BAD_SENDER = bilingual(501, "5.1.7", "Địa chỉ người gửi không hợp lệ", "Bad sender address syntax")
+BAD_RECIPIENT = bilingual(
+    501, "5.1.3", "Địa chỉ người nhận không hợp lệ", "Bad recipient address syntax"
+)
+RELAY_DENIED = bilingual(
+    554,
+    "5.7.1",
+    "Không cho phép chuyển tiếp thư: cần đăng nhập (Điều 5.1)",
+    "Relay access denied: authentication required (Article 5.1)",
+)
+POLICY_ERROR = bilingual(
+    451, "4.3.0", "Lỗi tạm thời khi kiểm tra thư, xin gửi lại sau",
+    "Temporary error while checking the message, try again later",
+)
+
+
+@dataclass
+class Verdict:
+    """The engine's answer after DATA."""
+
+    action: str  # accept | reject | tempfail
+    reply: Reply
+    data: bytes  # the message as it would be delivered (tags and conversions applied)
+
+
+class Engine:
+    def __init__(self, config: Config, services: dict[str, object] | None = None) -> None:
+        self.config = config
+        context = Context(config, dict(services or {}))
+        self.policies: list[Policy] = []
+        for name, options in config.policy_options.items():
+            cls = policies.load(name)
+            self.policies.append(cls(options, context))
+        self._by_stage = {
+            stage: [p for p in self.policies if stage in p.stages] for stage in Stage
+        }
+
+    async def close(self) -> None:
+        for policy in self.policies:
+            await policy.close()
+
+    # --- the four stages ---------------------------------------------------------
+    async def connect(self, tx: Transaction) -> Reply | None:
+        return await self._decide(Stage.CONNECT, tx)
+
+    async def mail(self, tx: Transaction, sender: str) -> Reply | None:
+        if sender and not valid_address(sender):
+            return BAD_SENDER
+        tx.mail_from = sender
+        return await self._decide(Stage.MAIL, tx)
+
+    async def rcpt(self, tx: Transaction, recipient: str) -> Reply | None:
+        """None when the recipient is accepted (and added to the envelope)."""
+        if not valid_address(recipient):
+            return BAD_RECIPIENT
+        if not self.may_relay(tx, recipient):
+            return RELAY_DENIED
+        reply = await self._decide(Stage.RCPT, tx, recipient)
+        if reply is None:
+            tx.rcpt_to.append(recipient)
+        return reply
+
+    async def data(self, tx: Transaction, raw: bytes) -> Verdict:
+        tx.message = Message(raw)
+        reply = await self._decide(Stage.DATA, tx)
+        if reply is not None:
+            action = "tempfail" if reply.temporary else "reject"
+            return Verdict(action, reply, raw)
+        data = self._apply_conversions(tx, raw)
+        for d in tx.decisions:
+            if d.action is Action.TAG:
+                tx.added_headers.append(tag_header(d.finding))
+        if tx.added_headers:
+            data = Message.prepend_headers(data, tx.added_headers)
+        return Verdict("accept", Reply(250, "2.0.0", (f"OK queued as {tx.queue_id}",)), data)
+
+    # --- relay control -----------------------------------------------------------
+    def may_relay(self, tx: Transaction, recipient: str) -> bool:
+        if self.config.is_local(recipient):
+            return True
+        if tx.trusted:
+            return True
+        return tx.authenticated and tx.listener_kind in ("submission", "smtps")
+
+    # --- running policies --------------------------------------------------------
+    async def _decide(
+        self, stage: Stage, tx: Transaction, recipient: str | None = None
+    ) -> Reply | None:
+        decisions: list[Decision] = []
+        for policy in self._by_stage[stage]:
+            try:
+                findings = await policy.check(stage, tx, recipient)
+            except Exception:
+                # a broken policy must not let mail through unchecked: fail closed
+                log.exception("policy %s failed at %s", policy.name, stage)
+                tx.decisions.append(
+                    Decision(
+                        Finding(policy.name, "policy.error", "", "Lỗi chính sách", "Policy error"),
+                        Action.TEMPFAIL,
+                    )
+                )
+                return POLICY_ERROR
+            for finding in findings:
+                decisions.append(Decision(finding, policy.options.action_for(finding.code)))
+        tx.decisions.extend(decisions)
+        return reply_for(decisions)
+
+    def _apply_conversions(self, tx: Transaction, raw: bytes) -> bytes:
+        by_policy: dict[str, list[Finding]] = {}
+        for d in tx.decisions:
+            if d.action is Action.CONVERT:
+                by_policy.setdefault(d.finding.policy, []).append(d.finding)
+        for policy in self.policies:
+            findings = by_policy.get(policy.name)
+            if not findings:
+                continue
+            converted = policy.convert(tx, findings)
+            if converted is not None and converted != raw:
+                raw = converted
+                tx.message = Message(raw)
+                tx.conversions.extend(f.code for f in findings)
+        return raw
+
+
+def reply_for(decisions: Sequence[Decision]) -> Reply | None:
+    """One SMTP reply from the findings that reject or tempfail, strongest first."""
+    blocking = [d for d in decisions if d.action in (Action.REJECT, Action.TEMPFAIL)]
+    if not blocking:
+        return None
+    strongest = max(ACTION_STRENGTH[d.action] for d in blocking)
+    chosen = [d.finding for d in blocking if ACTION_STRENGTH[d.action] == strongest]
+    first = chosen[0]
+    if strongest == ACTION_STRENGTH[Action.TEMPFAIL]:
+        code, status = first.tempfail_code, "4" + first.status[1:]
+    else:
+        code, status = first.reply_code, first.status
+    lines: list[str] = []
+    for f in dict.fromkeys(chosen):  # keep order, drop repeats
+        lines.append(f"{f.vi} ({f.article})" if f.article else f.vi)
+        lines.append(f"{f.en} ({article_en(f.article)})" if f.article else f.en)
+    return Reply(code, status, tuple(dict.fromkeys(lines)))
+
+
+def tag_header(finding: Finding) -> tuple[str, str]:
+    if finding.tag is not None:
+        return finding.tag
+    article = ascii_fold(article_en(finding.article)) if finding.article else ""
+    return ("X-Relay-Finding", f"{finding.code}; policy={finding.policy}"
+            + (f"; article=\"{article}\"" if article else ""))
+
+
+__all__ = ["OK", "Engine", "Verdict", "reply_for", "valid_address"]

@@ -1,0 +1,197 @@
+"""The shared vocabulary: stages, actions, findings, replies and the transaction.
+
+Both fronts (SMTP and milter) and `relay test-message` build a `Transaction`
+and hand it to the engine; policies read it and return `Finding`s.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import secrets
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relay.message import Message
+
+
+class Stage(enum.StrEnum):
+    CONNECT = "connect"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
+class Action(enum.StrEnum):
+    """What a finding does; chosen in relay.toml, never by the policy."""
+
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+    TAG = "tag"
+    CONVERT = "convert"
+    LOG = "log"
+
+
+# When several findings disagree, the strongest action wins.
+ACTION_STRENGTH = {
+    Action.LOG: 0,
+    Action.TAG: 1,
+    Action.CONVERT: 2,
+    Action.TEMPFAIL: 3,
+    Action.REJECT: 4,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a policy detected and why it matters, in both languages.
+
+    `status` is the RFC 3463 enhanced code used when the finding rejects;
+    a tempfail turns its class to 4 and the basic code to `tempfail_code`.
+    """
+
+    policy: str
+    code: str
+    article: str
+    vi: str
+    en: str
+    recipient: str | None = None
+    reply_code: int = 550
+    status: str = "5.7.1"
+    tempfail_code: int = 451
+    tag: tuple[str, str] | None = None  # header added when the action is `tag`
+    details: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def message(self) -> str:
+        return f"{self.vi} ({self.article}) / {self.en} ({article_en(self.article)})"
+
+
+def article_en(article: str) -> str:
+    """'Điều 7.3' -> 'Article 7.3' for the English half of a reply."""
+    return article.replace("Điều", "Article")
+
+
+def ascii_fold(text: str) -> str:
+    """Vietnamese without diacritics, for replies to clients that did not ask for SMTPUTF8."""
+    text = text.replace("đ", "d").replace("Đ", "D")
+    decomposed = unicodedata.normalize("NFD", text)
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return folded.encode("ascii", "replace").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One SMTP reply. `lines` are shown one per line of a multi-line reply."""
+
+    code: int
+    status: str
+    lines: tuple[str, ...]
+
+    @property
+    def positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def render(self, utf8: bool = True) -> str:
+        """Multi-line SMTP reply text, CRLF-joined, without the final CRLF."""
+        lines = [line if utf8 else ascii_fold(line) for line in self.lines] or [""]
+        out = []
+        for i, line in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            status = f"{self.status} " if self.status else ""
+            out.append(f"{self.code}{sep}{status}{line}".rstrip())
+        return "\r\n".join(out)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+OK = Reply(250, "2.0.0", ("OK",))
+
+
+@dataclass
+class Decision:
+    """A finding together with the action configuration chose for it."""
+
+    finding: Finding
+    action: Action
+
+    def as_dict(self) -> dict[str, Any]:
+        f = self.finding
+        return {
+            "policy": f.policy,
+            "code": f.code,
+            "article": f.article,
+            "recipient": f.recipient,
+            "message": f.message,
+            "vi": f.vi,
+            "en": f.en,
+            "action": self.action.value,
+            **({"details": f.details} if f.details else {}),
+        }
+
+
+def new_id() -> str:
+    """A queue id: sortable by time, unique across nodes (like Postfix long queue ids)."""
+    return f"{int(time.time() * 1000):011X}{secrets.token_hex(5).upper()}"
+
+
+@dataclass
+class Transaction:
+    """One SMTP transaction as both fronts see it, plus what the engine decided so far."""
+
+    listener: str = "test"
+    listener_kind: str = "mx"
+    client_ip: str = "127.0.0.1"
+    client_port: int = 0
+    helo: str = ""
+    tls: bool = False
+    auth_login: str | None = None
+    trusted: bool = False
+    smtputf8: bool = False
+    mail_from: str = ""
+    mail_options: list[str] = field(default_factory=list)
+    rcpt_to: list[str] = field(default_factory=list)
+    message: Message | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    added_headers: list[tuple[str, str]] = field(default_factory=list)
+    conversions: list[str] = field(default_factory=list)
+    queue_id: str = field(default_factory=new_id)
+    started: float = field(default_factory=time.time)
+    # scratch space where policies keep per-transaction results (e.g. one virus scan)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def client_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(self.client_ip)
+        except ValueError:
+            return None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.auth_login is not None
+
+    def reset_envelope(self) -> None:
+        """RSET / new MAIL: keep the session, forget the envelope."""
+        self.mail_from = ""
+        self.mail_options = []
+        self.rcpt_to = []
+        self.message = None
+        self.decisions = []
+        self.added_headers = []
+        self.conversions = []
+        self.queue_id = new_id()
+        self.started = time.time()
+        self.cache = {}
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower() if "@" in address else ""
