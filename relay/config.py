@@ -58,6 +58,8 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_hostport(value: Any) -> tuple[str, int]:
+    if isinstance(value, tuple):
+        return value
     if isinstance(value, str):
         host, sep, port = value.rpartition(":")
         host = host.strip("[]")
@@ -144,8 +146,8 @@ class DirectoryConfig(Section):
 class Config(Section):
     server: ServerConfig = ServerConfig()
     listeners: dict[str, ListenerConfig] = {
-        "mx": ListenerConfig(bind=("127.0.0.1", 2525), kind="mx"),
-        "submission": ListenerConfig(bind=("127.0.0.1", 5870), kind="submission"),
+        "mx": ListenerConfig(bind="127.0.0.1:2525", kind="mx"),
+        "submission": ListenerConfig(bind="127.0.0.1:5870", kind="submission"),
     }
     backend: BackendConfig = BackendConfig()
     outbound: OutboundConfig = OutboundConfig()

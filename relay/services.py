@@ -1,0 +1,25 @@
+"""The stores and clients policies use, built once from the configuration.
+
+The engine hands this dict to every policy through `Context.services`; a
+policy asks for a service by name and gets an error if it is not configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.config import Config
+
+
+async def build(config: Config) -> dict[str, Any]:
+    services: dict[str, Any] = {}
+    return services
+
+
+async def close(services: dict[str, Any]) -> None:
+    for service in services.values():
+        closer = getattr(service, "aclose", None) or getattr(service, "close", None)
+        if closer is not None:
+            result = closer()
+            if hasattr(result, "__await__"):
+                await result

@@ -1,0 +1,6 @@
+"""Shared fixtures. Each real-server fixture lives in tests/fixtures/ and skips,
+naming the missing program, where that program is not installed."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+]
