@@ -143,6 +143,38 @@ class DirectoryConfig(Section):
     cache_ttl: Duration = 30.0
 
 
+def check_milter_bind(value: Any) -> str:
+    """`HOST:PORT` (also Postfix's `inet:HOST:PORT`) or `unix:/absolute/path`."""
+    if isinstance(value, str) and value.startswith("unix:"):
+        if not value[5:].startswith("/"):
+            raise ValueError(f"expected unix:/absolute/path, got {value!r}")
+        return value
+    if isinstance(value, str):
+        value = value.removeprefix("inet:")
+    host, port = parse_hostport(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_octal_mode(value: Any) -> int:
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
+        return int(value, 8)
+    raise ValueError(f"expected an octal mode such as \"0660\", got {value!r}")
+
+
+MilterBind = Annotated[StrictStr, BeforeValidator(check_milter_bind)]
+OctalMode = Annotated[int, BeforeValidator(check_octal_mode)]
+
+
+class MilterConfig(Section):
+    """`relay milter`: the policies inside an existing Postfix (smtpd_milters)."""
+
+    bind: MilterBind = "127.0.0.1:8894"
+    socket_mode: OctalMode = 0o660  # unix socket only: Postfix's smtpd must be able to connect
+    max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    idle_timeout: Duration = 600.0  # longest wait for Postfix's next packet
+    progress_interval: Duration = 10.0  # SMFIR_PROGRESS while a slow check runs at end of data
+
+
 class Config(Section):
     server: ServerConfig = ServerConfig()
     listeners: dict[str, ListenerConfig] = {
@@ -153,6 +185,7 @@ class Config(Section):
     outbound: OutboundConfig = OutboundConfig()
     queue: QueueConfig = QueueConfig()
     directory: DirectoryConfig = DirectoryConfig()
+    milter: MilterConfig = MilterConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )

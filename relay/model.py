@@ -155,6 +155,8 @@ class Transaction:
     tls: bool = False
     auth_login: str | None = None
     trusted: bool = False
+    # milter mode: the MTA in front (Postfix) already did relay control before RCPT reached us
+    relay_checked: bool = False
     smtputf8: bool = False
     mail_from: str = ""
     mail_options: list[str] = field(default_factory=list)

@@ -1,0 +1,27 @@
+"""`relay milter`: the policies inside an existing Postfix (smtpd_milters)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from relay.cli import config_option, load_config
+
+
+@click.command("milter")
+@config_option
+def milter(config_path: Path | None) -> None:
+    """Serve the milter protocol on [milter] bind for Postfix's smtpd_milters.
+
+    Runs the same policies as `relay serve`; Postfix keeps the queue and delivery.
+    SIGTERM stops (open sessions get 10 s to finish).
+    """
+    from relay import milter as milter_mod
+
+    config = load_config(config_path)
+    sys.exit(milter_mod.run(config))
+
+
+COMMANDS = [milter]

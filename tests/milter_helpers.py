@@ -1,0 +1,155 @@
+"""Helpers for the milter tests: the milter in a thread, and a milter client.
+
+The client is built on the `kilter.protocol` codec (the MTA side), independent of
+the server's session loop; Debian's `miltertest` is the other independent client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from kilter.protocol import (
+    Accept,
+    ActionFlags,
+    Continue,
+    Discard,
+    Message,
+    Negotiate,
+    Progress,
+    ProtocolFlags,
+    Reject,
+    ReplyCode,
+    TemporaryFailure,
+)
+from kilter.protocol.buffer import SimpleBuffer
+
+from relay import services as services_mod
+from relay.config import Config, from_dict
+from relay.engine import Engine
+from relay.milter import MilterServer, pack
+
+POLICY_DIR = Path(__file__).parent / "milter_policies"
+FINAL = (Continue, Reject, Discard, Accept, TemporaryFailure, ReplyCode)
+
+
+def milter_config(bind: str, state_dir: Path, server: dict[str, Any] | None = None,
+                  policies: dict[str, dict[str, Any]] | None = None) -> Config:
+    return from_dict({
+        "server": {"policy_dirs": [str(POLICY_DIR)], "state_dir": str(state_dir),
+                   **(server or {})},
+        "milter": {"bind": bind},
+        "policies": policies if policies is not None else {
+            "size": {}, "recipients": {}, "headers": {}, "probe": {}},
+    })
+
+
+class MilterThread:
+    """`relay milter` in a background event loop, so tests can use blocking clients."""
+
+    def __init__(self, config: Config, services: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.extra_services = services or {}
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: MilterServer | None = None
+
+    async def _start(self) -> None:
+        self.services = {**await services_mod.build(self.config), **self.extra_services}
+        self.engine = Engine(self.config, self.services)
+        self.server = MilterServer(self.config, self.engine, self.services)
+        await self.server.start()
+
+    async def _stop(self) -> None:
+        assert self.server is not None
+        await self.server.stop(grace=1.0)
+        await self.engine.close()
+
+    def __enter__(self) -> MilterThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class MilterClient:
+    """The MTA side of the protocol, as Postfix speaks it, over a blocking socket."""
+
+    def __init__(self, bind: str, timeout: float = 10.0) -> None:
+        if bind.startswith("unix:"):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(timeout)
+            self.sock.connect(bind[5:])
+        else:
+            host, _, port = bind.rpartition(":")
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> MilterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, *messages: Message) -> None:
+        self.sock.sendall(b"".join(pack(m) for m in messages))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("milter closed the connection")
+            out += chunk
+        return out
+
+    def recv(self) -> Message:
+        header = self._read(4)
+        (length,) = struct.unpack("!L", header)
+        data = self._read(length)
+        buf = SimpleBuffer(length + 4)
+        buf[:] = header + data
+        message, _ = Message.unpack(buf)
+        message.freeze()
+        return message
+
+    def negotiate(self, protocol: ProtocolFlags | None = None) -> Negotiate:
+        offer = protocol if protocol is not None else ProtocolFlags(0x1FFFFF)
+        self.send(Negotiate(6, ActionFlags.ALL, offer))
+        reply = self.recv()
+        assert isinstance(reply, Negotiate)
+        return reply
+
+    def event(self, *messages: Message) -> list[Message]:
+        """Send, then read up to and including the final answer (edits come first)."""
+        self.send(*messages)
+        out = []
+        while True:
+            message = self.recv()
+            if isinstance(message, Progress):
+                continue
+            out.append(message)
+            if isinstance(message, FINAL):
+                return out
+
+    def answer(self, *messages: Message) -> Message:
+        return self.event(*messages)[-1]
+
+
+def reply_text(message: Message) -> str:
+    assert isinstance(message, ReplyCode), message
+    return bytes(message.content).rstrip(b"\0").decode("utf-8")
