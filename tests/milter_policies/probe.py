@@ -61,7 +61,7 @@ class ProbePolicy(Policy):
         assert tx.message is not None
         head, body = split_header(tx.message.raw)
         head = head.replace(b"CONVERT", b"converted")
-        head = head.replace(b"charset=x-probe", b"charset=utf-8")
+        head = head.replace(b"x-probe", b"utf-8")
         return head + b"\r\n" + body.replace(b"Tieng Viet", "Tiếng Việt".encode())
 
     def _f(self, code: str, vi: str, en: str, **kw: object) -> Finding:
