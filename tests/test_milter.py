@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
+import subprocess
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -62,6 +64,19 @@ def send_message(client: MilterClient, subject: str, body: bytes = b"Hello\r\n",
     client.send(*(Header(n, v.encode()) for n, v in headers))  # no reply: NR_HEADER
     assert isinstance(client.answer(Body(body)), Continue)
     return client.event(EndOfMessage(b""))
+
+
+def test_debian_miltertest_client(milter):
+    """An independent MTA side: libmilter's miltertest running tests/miltertest/probe.lua."""
+    if shutil.which("miltertest") is None:
+        pytest.skip("miltertest is not installed (Debian package miltertest)")
+    bind, _ = milter
+    script = Path(__file__).parent / "miltertest" / "probe.lua"
+    port = bind.rpartition(":")[2]
+    result = subprocess.run(["miltertest", "-D", f"port={port}", "-s", str(script)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all checks passed" in result.stdout
 
 
 def test_negotiation_asks_for_edits_and_fewer_round_trips(milter):
