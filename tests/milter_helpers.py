@@ -27,6 +27,7 @@ from kilter.protocol import (
     TemporaryFailure,
 )
 from kilter.protocol.buffer import SimpleBuffer
+from kilter.protocol.core import NR_FLAG_MAP
 
 from relay import services as services_mod
 from relay.config import Config, from_dict
@@ -92,6 +93,7 @@ class MilterClient:
         else:
             host, _, port = bind.rpartition(":")
             self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.no_reply: set[int] = set()  # events the filter asked not to answer (SMFIP_NR_*)
 
     def close(self) -> None:
         self.sock.close()
@@ -132,12 +134,16 @@ class MilterClient:
         self.send(Negotiate(6, ActionFlags.ALL, offer))
         reply = self.recv()
         assert isinstance(reply, Negotiate)
+        self.no_reply = {i for i, flag in NR_FLAG_MAP.items() if flag in reply.protocol_flags}
         return reply
 
     def event(self, *messages: Message) -> list[Message]:
-        """Send, then read up to and including the final answer (edits come first)."""
+        """Send, then read up to and including the final answer (edits come first);
+        nothing when the last event is one the filter does not answer."""
         self.send(*messages)
-        out = []
+        out: list[Message] = []
+        if messages[-1].ident in self.no_reply:
+            return out
         while True:
             message = self.recv()
             if isinstance(message, Progress):
@@ -146,8 +152,9 @@ class MilterClient:
             if isinstance(message, FINAL):
                 return out
 
-    def answer(self, *messages: Message) -> Message:
-        return self.event(*messages)[-1]
+    def answer(self, *messages: Message) -> Message | None:
+        answers = self.event(*messages)
+        return answers[-1] if answers else None
 
 
 def reply_text(message: Message) -> str:

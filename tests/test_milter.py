@@ -48,9 +48,8 @@ def open_session(bind: str, sender: str = "<a@dienbien.gov.vn>",
                  auth: str | None = None) -> MilterClient:
     client = MilterClient(bind)
     client.negotiate()
-    assert isinstance(client.answer(Connect("mx.example", IPv4Address("192.0.2.7"), 4567)),
-                      Continue)
-    assert isinstance(client.answer(Helo("mx.example")), Continue)
+    assert client.answer(Connect("mx.example", IPv4Address("192.0.2.7"), 4567)) is None
+    assert client.answer(Helo("mx.example")) is None
     if auth:
         client.send(Macro(ord("M"), {"{auth_authen}": auth}))
     assert isinstance(client.answer(EnvelopeFrom(sender.encode())), Continue)
@@ -62,7 +61,7 @@ def send_message(client: MilterClient, subject: str, body: bytes = b"Hello\r\n",
     assert isinstance(client.answer(EnvelopeRecipient(b"<b@dienbien.gov.vn>")), Continue)
     headers = [*HEADERS, ("Subject", f" {subject}"), *(extra or [])]
     client.send(*(Header(n, v.encode()) for n, v in headers))  # no reply: NR_HEADER
-    assert isinstance(client.answer(Body(body)), Continue)
+    client.send(Body(body))  # no reply: NR_BODY
     return client.event(EndOfMessage(b""))
 
 
@@ -84,9 +83,22 @@ def test_negotiation_asks_for_edits_and_fewer_round_trips(milter):
     with MilterClient(bind) as client:
         reply = client.negotiate()
     assert reply.version == 6
-    assert ProtocolFlags.NR_HEADER in reply.protocol_flags
+    for flag in ("NR_CONNECT", "NR_HELO", "NR_HEADER", "NR_BODY", "NO_DATA", "NO_EOH"):
+        assert ProtocolFlags[flag] in reply.protocol_flags
     assert ProtocolFlags.HEADER_LEADING_SPACE in reply.protocol_flags
     assert reply.macros  # {auth_authen} asked for at MAIL, "i" at end of message
+
+
+def test_an_mta_without_no_reply_options_gets_an_answer_to_every_event(milter):
+    with MilterClient(milter[0]) as client:
+        reply = client.negotiate(ProtocolFlags.HEADER_LEADING_SPACE)
+        assert reply.protocol_flags == ProtocolFlags.HEADER_LEADING_SPACE
+        for event in (Connect("mx.example", IPv4Address("192.0.2.7"), 4567),
+                      Helo("mx.example"), EnvelopeFrom(b"<a@dienbien.gov.vn>"),
+                      EnvelopeRecipient(b"<b@dienbien.gov.vn>"),
+                      *(Header(n, v.encode()) for n, v in HEADERS), Body(b"Hi\r\n")):
+            assert isinstance(client.answer(event), Continue), event
+        assert isinstance(client.answer(EndOfMessage(b"")), Continue)
 
 
 def test_clean_message_is_accepted_unchanged(milter):
@@ -165,10 +177,11 @@ def test_size_policy_sees_declared_size(tmp_path):
         client.answer(Connect("mx.example", IPv4Address("192.0.2.7"), 4567))
         answer = client.answer(EnvelopeFrom(b"<a@dienbien.gov.vn>", [b"SIZE=99999"]))
         assert reply_text(answer).startswith("552-5.3.4 ")
-        # and the real size, without SIZE=: refused at the body chunk, not buffered
+        # and the real size, without SIZE=: refused at end of message, not buffered
         client.answer(EnvelopeFrom(b"<a@dienbien.gov.vn>"))
         client.answer(EnvelopeRecipient(b"<b@dienbien.gov.vn>"))
-        answer = client.answer(Body(b"x" * 4000))
+        client.send(Header("Subject", b" big"), *[Body(b"x" * 1000)] * 4)
+        answer = client.answer(EndOfMessage(b""))
         assert reply_text(answer).startswith("552-5.3.4 Thu qua lon")
 
 
