@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.fixtures.postfix import PrivatePostfix, free_port, postfix_master, wait_for_port
+from tests.fixtures.postfix import PrivatePostfix, postfix_master, wait_for_port
+from tests.fixtures.relayproc import free_port
 
 MESSAGE = """\
 From: nguyenvana@dienbien.gov.vn

@@ -30,10 +30,10 @@ import ipaddress
 import logging
 import os
 import signal
-import socket
 import stat
 import struct
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,7 +66,9 @@ from kilter.protocol import (
 )
 from kilter.protocol.buffer import SimpleBuffer
 
-from relay.config import Config
+from relay import services as services_mod
+from relay.config import Config, ConfigError, load
+from relay.decisionlog import DecisionLog, record
 from relay.engine import BAD_RECIPIENT, BAD_SENDER, POLICY_ERROR, Engine, Verdict, bilingual
 from relay.message import split_header
 from relay.model import Reply, Transaction
@@ -244,8 +246,10 @@ class MilterSession:
     def __init__(self, server: MilterServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         self.server = server
+        # a reload swaps these on the server; a session keeps the ones it started with
         self.engine = server.engine
         self.config = server.config
+        self.services = server.services
         self.reader = reader
         self.writer = writer
         self.no_reply: set[int] = set()
@@ -276,6 +280,7 @@ class MilterSession:
         except MalformedPacket as exc:
             log.warning("milter connection from %s: malformed input, closed: %s", peer, exc)
         finally:
+            self._finish()
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
@@ -348,9 +353,11 @@ class MilterSession:
             case Data() | EndOfHeaders() | Unknown():
                 await self._answer(msg, None)
             case Abort():
+                self._finish()
                 self.tx.reset_envelope()
                 self._reset_message()
             case QuitNewConnection():
+                self._finish()
                 self.tx = Transaction(listener="milter", relay_checked=True)
                 self.held = None
                 self.macros = {}
@@ -387,6 +394,7 @@ class MilterSession:
             await self._send(Continue())
 
     async def _on_mail(self, msg: EnvelopeFrom) -> None:
+        self._finish()
         tx = self.tx
         tx.reset_envelope()
         self._reset_message()
@@ -405,6 +413,8 @@ class MilterSession:
             reply = BAD_SENDER
         else:
             reply = await self._engine(self.engine.mail(tx, sender))
+        if reply is not None:
+            self._finish("tempfail" if reply.temporary else "reject", reply)
         await self._answer(msg, reply)
 
     async def _on_rcpt(self, msg: EnvelopeRecipient) -> None:
@@ -416,6 +426,8 @@ class MilterSession:
         else:
             # a refusal here rejects this recipient only; Postfix keeps the others
             reply = await self._engine(self.engine.rcpt(self.tx, recipient))
+        if reply is not None:
+            self.tx.cache["last_reply"] = str(reply)
         await self._answer(msg, reply)
 
     def _on_header(self, msg: Header) -> None:
@@ -450,7 +462,10 @@ class MilterSession:
         tx = self.tx
         tx.cache["postfix_queue_id"] = self.macros.get(ord("E"), {}).get("i", "")
         if self.held or self.oversize:
-            await self._answer(msg, self.held or self._size_reply())
+            reply = self.held or self._size_reply()
+            assert reply is not None
+            self._finish("tempfail" if reply.temporary else "reject", reply, self.size)
+            await self._answer(msg, reply)
             return
         raw = self.raw_message()
         result = await self._with_progress(self._engine(self.engine.data(tx, raw)))
@@ -458,9 +473,10 @@ class MilterSession:
             verdict = Verdict("tempfail", result, raw)
         else:
             verdict = result
-        if verdict.action == "accept" and not await self._archive(verdict):
+        if verdict.action == "accept" and not await self._archive(raw, verdict.data):
             verdict = Verdict("tempfail", ARCHIVE_ERROR, raw)
         self._log(verdict)
+        self._finish(verdict.action, verdict.reply, len(raw))
         if verdict.action != "accept":
             await self._send(reply_code(verdict.reply, tx.smtputf8))
             return
@@ -479,18 +495,32 @@ class MilterSession:
         finally:
             task.cancel()
 
-    async def _archive(self, verdict: Verdict) -> bool:
-        archive = self.server.services.get("archive")
+    async def _archive(self, accepted: bytes, delivered: bytes) -> bool:
+        """Official-mailbox mail is archived as on the SMTP path, before Postfix takes it."""
+        archive = self.services.get("archive")
         if archive is None:
             return True
         try:
-            result = archive.record(self.tx, list(self.tx.rcpt_to), verdict.data)
+            result = archive.record(self.tx, accepted, delivered)
             if inspect.isawaitable(result):
                 await result
         except Exception:
             log.exception("archive failed for milter transaction %s", self.tx.queue_id)
             return False
         return True
+
+    def _finish(self, action: str | None = None, reply: Reply | str = "",
+                size: int | None = None) -> None:
+        """The decision-log line of a transaction, once (as the SMTP front writes it)."""
+        tx, decisions = self.tx, self.server.decisions
+        if decisions is None or not (tx.mail_from or tx.decisions or tx.rcpt_to):
+            return
+        if tx.cache.get("logged"):
+            return
+        entry = record(tx, action or "abandoned", reply or tx.cache.get("last_reply", ""), size)
+        entry["postfix_queue_id"] = tx.cache.get("postfix_queue_id") or None
+        decisions.write(entry)
+        tx.cache["logged"] = True
 
     def _log(self, verdict: Verdict) -> None:
         tx = self.tx
@@ -519,14 +549,20 @@ def _address(value: bytes) -> str | None:
 class MilterServer:
     """Serves milter connections on `[milter] bind`, each in its own task."""
 
-    def __init__(self, config: Config, engine: Engine,
-                 services: dict[str, Any] | None = None) -> None:
-        self.config = config
-        self.engine = engine
-        self.services = dict(services or {})
+    def __init__(self, config: Config, engine: Engine, services: dict[str, Any] | None = None,
+                 decisions: DecisionLog | None = None) -> None:
+        self.decisions = decisions
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self.swap(config, engine, services or {})
+
+    def swap(self, config: Config, engine: Engine, services: dict[str, Any]
+             ) -> set[asyncio.Task[None]]:
+        """Serve new sessions with another configuration; returns the sessions still on
+        the old one (its engine may be closed once they are done)."""
+        self.config, self.engine, self.services = config, engine, dict(services)
         self._networks = [ipaddress.ip_network(n) for n in config.server.trusted_networks]
+        return set(self._sessions)
 
     def is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in network for network in self._networks)
@@ -592,45 +628,82 @@ class MilterServer:
 
 
 # --- `relay milter` -----------------------------------------------------------------
-def sd_notify(state: str) -> None:
-    """Tell systemd (Type=notify) how we are; nothing when not run by systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
+class MilterService:
+    """`relay milter`: the server, its engine and services; SIGHUP reloads, SIGTERM stops."""
 
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self._stop = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
-async def serve(config: Config, ready: Sequence[str] = ("READY=1",)) -> int:
-    from relay import services as services_mod
+    async def main(self) -> int:
+        from relay.service import sd_notify
 
-    services = await services_mod.build(config)
-    engine = Engine(config, services)
-    server = MilterServer(config, engine, services)
-    try:
+        config = self.config
+        config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
+        services = await services_mod.build(config)
+        decisions = DecisionLog(config.state_file(config.server.decision_log))
+        self.server = MilterServer(config, Engine(config, services), services, decisions)
         try:
-            await server.start()
-        except OSError as exc:
-            log.error("milter cannot listen on %s: %s", config.milter.bind, exc.strerror)
-            return 71  # EX_OSERR
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        sd_notify("\n".join([*ready, f"STATUS=milter listening on {config.milter.bind}"]))
-        await stop.wait()
-        sd_notify("STOPPING=1")
-        await server.stop()
-        return 0
-    finally:
-        await engine.close()
-        await services_mod.close(services)
+            try:
+                await self.server.start()
+            except OSError as exc:
+                log.error("milter cannot listen on %s: %s", config.milter.bind, exc.strerror)
+                return 71  # EX_OSERR
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+            sd_notify(f"READY=1\nSTATUS=milter on {config.milter.bind}\nMAINPID={os.getpid()}")
+            log.info("relay milter ready on %s: %d policies", config.milter.bind,
+                     len(self.server.engine.policies))
+            await self._stop.wait()
+            sd_notify("STOPPING=1")
+            await self.server.stop()
+            return 0
+        finally:
+            await self.server.engine.close()
+            await services_mod.close(self.server.services)
+            decisions.close()
+
+    def _spawn_reload(self) -> None:
+        task = asyncio.create_task(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reload(self) -> None:
+        from relay.service import sd_notify
+
+        sd_notify("RELOADING=1\nMONOTONIC_USEC="
+                  f"{int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)}")
+        try:
+            new = load(self.config_path)
+            services = await services_mod.build(new)
+            engine = Engine(new, services)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        except Exception:
+            log.exception("reload failed, keeping the running configuration")
+            return
+        finally:
+            sd_notify("READY=1")
+        if new.milter.bind != self.server.config.milter.bind:
+            log.warning("milter.bind changes take effect at the next restart")
+        old_engine, old_services = self.server.engine, self.server.services
+        still_open = self.server.swap(new, engine, services)
+        log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
+        # a milter session lasts as long as Postfix's SMTP session: wait for those on
+        # the old engine before closing it
+        if still_open:
+            await asyncio.wait(still_open, timeout=3600)
+        await old_engine.close()
+        await services_mod.close(old_services)
 
 
-def run(config: Config) -> int:
-    logging.basicConfig(level=config.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(config))
+def run(config: Config, config_path: Path | None) -> int:
+    from relay.service import setup_logging
+
+    setup_logging(config.server.log_level)
+    return asyncio.run(MilterService(config, config_path).main())

@@ -30,7 +30,7 @@ from kilter.protocol import (
 
 from relay.config import ConfigError, from_dict
 from relay.milter import message_edits
-from tests.fixtures.postfix import free_port
+from tests.fixtures.relayproc import free_port
 from tests.milter_helpers import MilterClient, MilterThread, milter_config, reply_text
 
 HEADERS = [("From", " a@dienbien.gov.vn"), ("To", " b@dienbien.gov.vn"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli import config_option, load_config
+from relay.cli import config_option, load_config, resolve_config_path
 
 
 @click.command("milter")
@@ -16,12 +16,12 @@ def milter(config_path: Path | None) -> None:
     """Serve the milter protocol on [milter] bind for Postfix's smtpd_milters.
 
     Runs the same policies as `relay serve`; Postfix keeps the queue and delivery.
-    SIGTERM stops (open sessions get 10 s to finish).
+    SIGHUP reloads the configuration; SIGTERM stops (open sessions get 10 s to finish).
     """
     from relay import milter as milter_mod
 
     config = load_config(config_path)
-    sys.exit(milter_mod.run(config))
+    sys.exit(milter_mod.run(config, resolve_config_path(config_path)))
 
 
 COMMANDS = [milter]
