@@ -31,6 +31,7 @@ from kilter.protocol.core import NR_FLAG_MAP
 
 from relay import services as services_mod
 from relay.config import Config, from_dict
+from relay.decisionlog import DecisionLog
 from relay.engine import Engine
 from relay.milter import MilterServer, pack
 
@@ -52,9 +53,11 @@ def milter_config(bind: str, state_dir: Path, server: dict[str, Any] | None = No
 class MilterThread:
     """`relay milter` in a background event loop, so tests can use blocking clients."""
 
-    def __init__(self, config: Config, services: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: Config, services: dict[str, Any] | None = None,
+                 decisions: Path | None = None) -> None:
         self.config = config
         self.extra_services = services or {}
+        self.decisions = DecisionLog(decisions) if decisions else None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: MilterServer | None = None
@@ -62,13 +65,15 @@ class MilterThread:
     async def _start(self) -> None:
         self.services = {**await services_mod.build(self.config), **self.extra_services}
         self.engine = Engine(self.config, self.services)
-        self.server = MilterServer(self.config, self.engine, self.services)
+        self.server = MilterServer(self.config, self.engine, self.services, self.decisions)
         await self.server.start()
 
     async def _stop(self) -> None:
         assert self.server is not None
         await self.server.stop(grace=1.0)
         await self.engine.close()
+        if self.decisions is not None:
+            self.decisions.close()
 
     def __enter__(self) -> MilterThread:
         self.thread.start()
