@@ -33,7 +33,7 @@ import signal
 import stat
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -655,6 +655,7 @@ class MilterService:
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+            self._watchdog()
             sd_notify(f"READY=1\nSTATUS=milter on {config.milter.bind}\nMAINPID={os.getpid()}")
             log.info("relay milter ready on %s: %d policies", config.milter.bind,
                      len(self.server.engine.policies))
@@ -668,9 +669,27 @@ class MilterService:
             decisions.close()
 
     def _spawn_reload(self) -> None:
-        task = asyncio.create_task(self.reload())
+        self._spawn(self.reload())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _watchdog(self) -> None:
+        """WatchdogSec=: ping from the event loop, so a stuck loop gets restarted."""
+        from relay.service import sd_notify
+
+        usec = os.environ.get("WATCHDOG_USEC")
+        if not usec:
+            return
+
+        async def ping() -> None:
+            while True:
+                sd_notify("WATCHDOG=1")
+                await asyncio.sleep(int(usec) / 2_000_000)
+
+        self._spawn(ping())
 
     async def reload(self) -> None:
         from relay.service import sd_notify

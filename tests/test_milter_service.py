@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kilter.protocol import Continue, EnvelopeRecipient, ReplyCode
 
 from tests.fixtures.relayproc import free_port, relay_env, to_toml
@@ -141,3 +144,23 @@ def test_relay_milter_port_in_use_exits_71(tmp_path):
                                 env=relay_env(), capture_output=True, timeout=60)
     assert result.returncode == 71
     assert b"milter cannot listen on 127.0.0.1:" in result.stderr
+
+
+MILTER_UNIT = Path(__file__).resolve().parents[1] / "systemd" / "relay-milter.service"
+
+
+def test_milter_unit_contract():
+    text = MILTER_UNIT.read_text()
+    for line in ("Type=notify", "ExecStart=/usr/bin/relay milter", "RestartPreventExitStatus=78",
+                 "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=", "User=relay",
+                 "Before=postfix.service"):
+        assert line in text, line
+
+
+def test_milter_unit_exposure_is_at_most_2():
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze (package systemd) is not installed")
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(MILTER_UNIT)],
+                         capture_output=True, text=True, check=False).stdout
+    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+    assert score <= 2.0, out
