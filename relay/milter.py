@@ -386,6 +386,8 @@ class MilterSession:
         if isinstance(msg.address, ipaddress.IPv4Address | ipaddress.IPv6Address):
             self.tx.client_ip, self.tx.client_port = str(msg.address), msg.port
             self.tx.trusted = self.server.is_trusted(msg.address)
+        else:  # a Unix-socket or unknown client (local submission): no address to trust
+            self.tx.client_ip = ""
         reply = await self._engine(self.engine.connect(self.tx))
         # libmilter allows no reply text at connect: the refusal is given, with our
         # text, to every command the client sends next

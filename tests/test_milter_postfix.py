@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import smtplib
+import tempfile
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -176,3 +178,22 @@ def test_slow_milter_postfix_tempfails_and_milter_keeps_serving(tmp_path, postfi
         code, text, _ = send(postfix, message("hello"))  # the next session is served
         assert code == 250, text
     assert len(delivered(sink, 1)) == 1
+
+
+def test_postfix_over_a_unix_socket(tmp_path, postfix_factory, sink):
+    # not tmp_path itself: pytest makes it 0700 and Postfix's smtpd runs as `postfix`
+    directory = Path(tempfile.mkdtemp(prefix="relay-milter-sock-"))
+    try:
+        directory.chmod(0o755)
+        path = directory / "milter.sock"
+        config = milter_config(f"unix:{path}", tmp_path)
+        config.milter.socket_mode = 0o666
+        with MilterThread(config):
+            postfix = postfix_factory(milter=f"unix:{path}")
+            code, text, _ = send(postfix, message("REJECT"))
+            assert code == 550 and "Probe REJECT (Article 9)" in text
+            code, text, _ = send(postfix, message("TAG"))
+            assert code == 250, text
+        assert b"X-Probe: tagged" in delivered(sink, 1)[0].data
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
