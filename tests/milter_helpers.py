@@ -99,6 +99,7 @@ class MilterClient:
             host, _, port = bind.rpartition(":")
             self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.no_reply: set[int] = set()  # events the filter asked not to answer (SMFIP_NR_*)
+        self.progress = 0  # SMFIR_PROGRESS packets seen
 
     def close(self) -> None:
         self.sock.close()
@@ -152,6 +153,7 @@ class MilterClient:
         while True:
             message = self.recv()
             if isinstance(message, Progress):
+                self.progress += 1
                 continue
             out.append(message)
             if isinstance(message, FINAL):

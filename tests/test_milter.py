@@ -163,6 +163,34 @@ def test_reject_at_mail(milter):
     assert reply_text(answer).startswith("550-5.7.1 Nguoi gui bi chan (Dieu 9)")
 
 
+def test_refusal_at_connect_is_given_with_our_text_at_every_command(milter):
+    with MilterClient(milter[0]) as client:
+        client.negotiate()
+        assert client.answer(Connect("bad.example", IPv4Address("192.0.2.66"), 4567)) is None
+        for event in (EnvelopeFrom(b"<a@example.org>"), EnvelopeRecipient(b"<b@example.org>")):
+            assert reply_text(client.answer(event)).startswith("550-5.7.1 May khach bi chan")
+
+
+def test_slow_check_keeps_postfix_waiting_with_progress(tmp_path):
+    bind = f"127.0.0.1:{free_port()}"
+    config = milter_config(bind, tmp_path)
+    config.milter.progress_interval = 0.1
+    with MilterThread(config), open_session(bind) as client:
+        assert isinstance(send_message(client, "SLOW")[-1], Continue)  # the check takes 0.5 s
+        assert client.progress >= 3
+
+
+def test_connections_past_max_connections_are_closed(tmp_path):
+    bind = f"127.0.0.1:{free_port()}"
+    config = milter_config(bind, tmp_path)
+    config.milter.max_connections = 1
+    with MilterThread(config), open_session(bind) as first:
+        with MilterClient(bind) as second:
+            with pytest.raises(ConnectionError):
+                second.negotiate()
+        assert isinstance(send_message(first, "hello")[-1], Continue)
+
+
 def test_policy_dependency_down_is_a_tempfail(milter):
     with open_session(milter[0]) as client:
         answers = send_message(client, "DEPENDENCY-DOWN")

@@ -1,9 +1,10 @@
 """`probe`: a site policy for the milter tests, loaded through `server.policy_dirs`.
 
 It reacts to markers so each path of the milter front can be driven end to end:
-sender `reject-mail@…` (MAIL), recipient `blocked…@…` (one recipient only),
-`slow@…` (MAIL takes 3 s), and in the Subject: REJECT, TEMPFAIL, TAG, CONVERT,
-DEPENDENCY-DOWN (the check raises, as when a service it needs is down).
+client 192.0.2.66 (CONNECT), sender `reject-mail@…` (MAIL), recipient `blocked…@…`
+(one recipient only), `slow@…` (MAIL takes 3 s), and in the Subject: REJECT,
+TEMPFAIL, TAG, CONVERT, SLOW (the check takes 0.5 s), DEPENDENCY-DOWN (the check
+raises, as when a service it needs is down).
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ class Options(PolicyOptions):
 @register
 class ProbePolicy(Policy):
     name = "probe"
-    stages = frozenset({Stage.MAIL, Stage.RCPT, Stage.DATA})
+    stages = frozenset({Stage.CONNECT, Stage.MAIL, Stage.RCPT, Stage.DATA})
     Options = Options
 
     async def check(
         self, stage: Stage, tx: Transaction, recipient: str | None = None
     ) -> Sequence[Finding]:
+        if stage is Stage.CONNECT:
+            if tx.client_ip == "192.0.2.66":
+                return [self._f("probe.reject", "Máy khách bị chặn", "Client blocked")]
+            return []
         if stage is Stage.MAIL:
             if tx.mail_from.startswith("slow@"):
                 await asyncio.sleep(3)
@@ -46,6 +51,8 @@ class ProbePolicy(Policy):
             return []
         assert tx.message is not None
         subject = tx.message.get("Subject") or ""
+        if "SLOW" in subject:
+            await asyncio.sleep(0.5)
         if "DEPENDENCY-DOWN" in subject:
             raise ConnectionRefusedError("probe service down")
         out = []
