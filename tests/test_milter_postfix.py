@@ -197,3 +197,22 @@ def test_postfix_over_a_unix_socket(tmp_path, postfix_factory, sink):
         assert b"X-Probe: tagged" in delivered(sink, 1)[0].data
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_postfix_sasl_login_reaches_the_policies(tmp_path, postfix_factory, dovecot_sasl, sink):
+    """{auth_authen} from a real Postfix SASL login becomes tx.auth_login; relay control
+    is Postfix's: the milter does not refuse what Postfix let the login relay."""
+    dovecot_sasl.add_user(SENDER, "mat-khau-rat-dai")
+    bind = f"127.0.0.1:{free_port()}"
+    with MilterThread(milter_config(bind, tmp_path)):
+        postfix = postfix_factory(milter=f"inet:{bind}", mynetworks="127.0.0.2/32",
+                                  **dovecot_sasl.postfix_params)
+        with smtp(postfix) as client:
+            client.mail(SENDER)
+            code, text = client.rcpt("someone@example.org")
+            # Postfix itself (defer_unauth_destination), before the login
+            assert code == 454 and b"Relay access denied" in text
+            client.rset()
+            client.login(SENDER, "mat-khau-rat-dai")
+            assert client.sendmail(SENDER, ["someone@example.org"], message("TAG")) == {}
+    assert f"X-Probe: tagged; auth={SENDER}\r\n".encode() in delivered(sink, 1)[0].data
