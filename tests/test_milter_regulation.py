@@ -29,6 +29,7 @@ AN = f"annv@{DOMAIN}"
 INTAKE = f"tiepdan@{DOMAIN}"
 PERSONAL = f"binhtt@{DOMAIN}"
 GMAIL = "citizen.nguyen@gmail.com"
+PASSWORD = "mat-khau-rat-dai"
 TEXT = "Kính gửi các cơ quan, đơn vị trên địa bàn tỉnh Điện Biên về việc triển khai thư điện tử."
 
 
@@ -62,7 +63,7 @@ def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, clamd, postfix_factory, sink):
+def stack(tmp_path: Path, clamd, postfix_factory, dovecot_sasl, sink):
     from relay.directory import Directory
 
     bind = f"127.0.0.1:{free_port()}"
@@ -74,6 +75,7 @@ def stack(tmp_path: Path, clamd, postfix_factory, sink):
         "milter": {"bind": bind},
         "policies": {
             "size": {}, "headers": {}, "sender_registered": {}, "no_local_spoofing": {},
+            "sender_login_match": {},
             "webmail": {"actions": {"webmail.outbound": "tag"}},
             "antivirus": {"clamd": clamd.tcp, "retries": 0, "timeout": 10},
             "tcvn6909": {},
@@ -85,17 +87,21 @@ def stack(tmp_path: Path, clamd, postfix_factory, sink):
         w.add_agency("stttt", "Sở Thông tin và Truyền thông")
         an = w.add_person("Nguyễn Văn An", "stttt", hr_id="NV1")
         binh = w.add_person("Trần Thị Bình", "stttt", hr_id="NV2")
-        w.add_mailbox(AN, "personal", "stttt", an, "mat-khau-rat-dai")
-        w.add_mailbox(PERSONAL, "personal", "stttt", binh, "mat-khau-rat-dai")
+        w.add_mailbox(AN, "personal", "stttt", an, PASSWORD)
+        w.add_mailbox(PERSONAL, "personal", "stttt", binh, PASSWORD)
     directory.close()
+    dovecot_sasl.add_user(AN, PASSWORD)  # Postfix's SASL: the same login as the directory's
     with MilterThread(config):
-        yield postfix_factory(milter=f"inet:{bind}"), sink, config_path
+        yield (postfix_factory(milter=f"inet:{bind}", **dovecot_sasl.postfix_params), sink,
+               config_path)
 
 
-def smtp_send(postfix, sender: str, rcpts: list[str], data: bytes,
+def smtp_send(postfix, sender: str, rcpts: list[str], data: bytes, login: str | None = None,
               ) -> tuple[int, str, dict[str, tuple[int, str]]]:
     with smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as client:
         client.ehlo("client.example.org")
+        if login:
+            client.login(login, PASSWORD)
         code, text = client.mail(sender)
         if code >= 400:
             return code, text.decode(), {}
@@ -114,6 +120,15 @@ def test_unregistered_local_sender_is_rejected(stack):
     assert code == 550
     assert f"5.1.8 Sender {nobody} is not registered in the provincial directory" in text
     assert "(Article 4)" in text and "(Dieu 4)" in text
+
+
+def test_a_login_sending_as_someone_else_is_rejected(stack):
+    postfix, sink, _ = stack
+    code, text, _ = smtp_send(postfix, PERSONAL, [INTAKE], message(PERSONAL, INTAKE), login=AN)
+    assert code == 550
+    assert f"{AN} may not send as {PERSONAL} (MAIL FROM) (Article 7.3)" in text
+    code, text, _ = smtp_send(postfix, AN, [INTAKE], message(AN, INTAKE), login=AN)
+    assert code == 250, text
 
 
 def test_webmail_sender_to_a_personal_mailbox_is_rejected_intake_gets_it(stack):
