@@ -10,14 +10,23 @@ import asyncio
 import socket
 import struct
 import threading
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from kilter.protocol import (
     Accept,
     ActionFlags,
+    Body,
+    Connect,
     Continue,
     Discard,
+    EndOfMessage,
+    EnvelopeFrom,
+    EnvelopeRecipient,
+    Header,
+    Helo,
+    Macro,
     Message,
     Negotiate,
     Progress,
@@ -167,3 +176,30 @@ class MilterClient:
 def reply_text(message: Message) -> str:
     assert isinstance(message, ReplyCode), message
     return bytes(message.content).rstrip(b"\0").decode("utf-8")
+
+
+HEADERS = [("From", " a@dienbien.gov.vn"), ("To", " b@dienbien.gov.vn"),
+           ("Date", " Sun, 29 Nov 2026 10:00:00 +0700"), ("Message-ID", " <1@x>")]
+
+
+def open_session(bind: str, sender: str = "<a@dienbien.gov.vn>",
+                 auth: str | None = None) -> MilterClient:
+    """A milter connection as Postfix opens it, up to an accepted MAIL FROM."""
+    client = MilterClient(bind)
+    client.negotiate()
+    assert client.answer(Connect("mx.example", IPv4Address("192.0.2.7"), 4567)) is None
+    assert client.answer(Helo("mx.example")) is None
+    if auth:
+        client.send(Macro(ord("M"), {"{auth_authen}": auth}))
+    assert isinstance(client.answer(EnvelopeFrom(sender.encode())), Continue)
+    return client
+
+
+def send_message(client: MilterClient, subject: str, body: bytes = b"Hello\r\n",
+                 extra: list[tuple[str, str]] | None = None) -> list:
+    """RCPT b@, the headers (with this Subject) and body; the answers to end of message."""
+    assert isinstance(client.answer(EnvelopeRecipient(b"<b@dienbien.gov.vn>")), Continue)
+    headers = [*HEADERS, ("Subject", f" {subject}"), *(extra or [])]
+    client.send(*(Header(n, v.encode()) for n, v in headers))  # no reply: NR_HEADER
+    client.send(Body(body))  # no reply: NR_BODY
+    return client.event(EndOfMessage(b""))

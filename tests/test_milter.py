@@ -22,7 +22,6 @@ from kilter.protocol import (
     EnvelopeRecipient,
     Header,
     Helo,
-    Macro,
     ProtocolFlags,
     ReplaceBody,
     ReplyCode,
@@ -31,10 +30,15 @@ from kilter.protocol import (
 from relay.config import ConfigError, from_dict
 from relay.milter import message_edits
 from tests.fixtures.relayproc import free_port
-from tests.milter_helpers import MilterClient, MilterThread, milter_config, reply_text
-
-HEADERS = [("From", " a@dienbien.gov.vn"), ("To", " b@dienbien.gov.vn"),
-           ("Date", " Sun, 29 Nov 2026 10:00:00 +0700"), ("Message-ID", " <1@x>")]
+from tests.milter_helpers import (
+    HEADERS,
+    MilterClient,
+    MilterThread,
+    milter_config,
+    open_session,
+    reply_text,
+    send_message,
+)
 
 
 @pytest.fixture
@@ -42,27 +46,6 @@ def milter(tmp_path: Path):
     bind = f"127.0.0.1:{free_port()}"
     with MilterThread(milter_config(bind, tmp_path / "state")) as thread:
         yield bind, thread
-
-
-def open_session(bind: str, sender: str = "<a@dienbien.gov.vn>",
-                 auth: str | None = None) -> MilterClient:
-    client = MilterClient(bind)
-    client.negotiate()
-    assert client.answer(Connect("mx.example", IPv4Address("192.0.2.7"), 4567)) is None
-    assert client.answer(Helo("mx.example")) is None
-    if auth:
-        client.send(Macro(ord("M"), {"{auth_authen}": auth}))
-    assert isinstance(client.answer(EnvelopeFrom(sender.encode())), Continue)
-    return client
-
-
-def send_message(client: MilterClient, subject: str, body: bytes = b"Hello\r\n",
-                 extra: list[tuple[str, str]] | None = None) -> list:
-    assert isinstance(client.answer(EnvelopeRecipient(b"<b@dienbien.gov.vn>")), Continue)
-    headers = [*HEADERS, ("Subject", f" {subject}"), *(extra or [])]
-    client.send(*(Header(n, v.encode()) for n, v in headers))  # no reply: NR_HEADER
-    client.send(Body(body))  # no reply: NR_BODY
-    return client.event(EndOfMessage(b""))
 
 
 def test_debian_miltertest_client(milter):

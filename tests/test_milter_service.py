@@ -15,8 +15,14 @@ import pytest
 from kilter.protocol import Continue, EnvelopeRecipient, ReplyCode
 
 from tests.fixtures.relayproc import free_port, relay_env, to_toml
-from tests.milter_helpers import POLICY_DIR, MilterThread, milter_config, reply_text
-from tests.test_milter import open_session, send_message
+from tests.milter_helpers import (
+    POLICY_DIR,
+    MilterThread,
+    milter_config,
+    open_session,
+    reply_text,
+    send_message,
+)
 
 
 class RecordingArchive:
