@@ -3,4 +3,5 @@ naming the missing program, where that program is not installed."""
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.clamd",
 ]
