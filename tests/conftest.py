@@ -3,5 +3,7 @@ naming the missing program, where that program is not installed."""
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.relayproc",
+    "tests.fixtures.sink",
     "tests.fixtures.clamd",
 ]
