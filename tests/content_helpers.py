@@ -38,7 +38,7 @@ def make_message(
     for name, data, ctype in attachments:
         maintype, _, subtype = ctype.partition("/")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes()
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))  # as on the wire
 
 
 def zipped(members: dict[str, bytes]) -> bytes:
