@@ -30,6 +30,7 @@ code so `[policies.webmail.actions]` can give it its own action.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
@@ -171,7 +172,13 @@ class MxChecker:
         self.providers = providers
         self.ttl, self.error_ttl, self.size = ttl, error_ttl, size
         self.cache: dict[str, tuple[float, MxResult]] = {}
-        self.resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        self.inflight: dict[str, asyncio.Task[MxResult]] = {}
+        try:
+            self.resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        except dns.resolver.NoResolverConfiguration:
+            # no usable /etc/resolv.conf: every lookup fails -> webmail.dns_error findings
+            log.error("webmail: no DNS servers configured; MX checks will fail")
+            self.resolver = dns.asyncresolver.Resolver(configure=False)
         if nameservers:
             self.resolver.nameservers = [_nameserver(n) for n in nameservers]
         self.resolver.timeout = timeout
@@ -182,7 +189,12 @@ class MxChecker:
         hit = self.cache.get(domain)
         if hit is not None and hit[0] > now:
             return hit[1]
-        result = await self._resolve(domain)
+        task = self.inflight.get(domain)
+        if task is None:  # one DNS question per domain, however many sessions ask at once
+            task = asyncio.ensure_future(self._resolve(domain))
+            self.inflight[domain] = task
+            task.add_done_callback(lambda _: self.inflight.pop(domain, None))
+        result = await asyncio.shield(task)
         ttl = self.error_ttl if result.outcome == "error" else self.ttl
         self.cache.pop(domain, None)
         while len(self.cache) >= self.size:

@@ -211,6 +211,26 @@ async def test_mx_cached(dns_server):
     assert dns_server.queries["gmail-hosted.test. MX"] == 1
 
 
+async def test_concurrent_lookups_ask_once(dns_server):
+    import asyncio
+
+    from policies.webmail import MxChecker
+
+    checker = MxChecker(DomainSet(["google.com"]), 2, 60, 10, 100, [dns_server.address])
+    results = await asyncio.gather(*(checker.lookup("gmail-hosted.test") for _ in range(20)))
+    assert {r.outcome for r in results} == {"free"}
+    assert dns_server.queries["gmail-hosted.test. MX"] == 1
+
+
+async def test_cache_is_bounded(dns_server):
+    from policies.webmail import MxChecker
+
+    checker = MxChecker(DomainSet(["google.com"]), 2, 60, 10, 2, [dns_server.address])
+    for domain in ("company.test", "no-mx.test", "gmail-hosted.test"):
+        await checker.lookup(domain)
+    assert list(checker.cache) == ["no-mx.test", "gmail-hosted.test"]
+
+
 async def test_dns_servfail_tempfails(dns_server):
     tx, out = await run(mx_opts(dns_server), "a@servfail.test", [PERSONAL])
     reply = out["rcpt"][PERSONAL]
