@@ -300,7 +300,11 @@ class WebmailPolicy(Policy):
         if envelope and config.is_local(tx.mail_from):
             return []
         domains = []
-        for _, address in getaddresses(tx.message.get_all("From")):
+        try:
+            addresses = getaddresses(tx.message.get_all("From"))
+        except Exception:  # a From: the parser chokes on is the headers policy's finding
+            addresses = []
+        for _, address in addresses:
             domain = domain_of(address)
             if domain and domain != envelope and domain not in domains:
                 domains.append(domain)
