@@ -195,3 +195,23 @@ def test_cli_clamd_stopped_451(tmp_path, clamd_factory):
     assert rc == 75 and out["action"] == "tempfail"
     assert out["reply"].startswith("451")
     assert "4.7.1" in out["reply"]
+
+
+def test_config_errors_name_the_key():
+    from relay.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"policies\.antivirus\.clamd: expected a socket"):
+        from_dict({"policies": {"antivirus": {"clamd": "localhost"}}})
+    with pytest.raises(ConfigError, match=r"policies\.attachments\.deny_types: expected a MIME"):
+        from_dict({"policies": {"attachments": {"deny_types": ["exe"]}}})
+
+
+async def test_fail_open_is_counted(clamd_factory):
+    from policies.antivirus import SCANS
+
+    before = SCANS.labels("unchecked")._value.get()
+    c = clamd_factory()
+    c.stop()
+    await run_engine(av(c.tcp, fail_open=True, retries=0), CLEAN, SENDER, [RCPT])
+    await run_engine(av(c.tcp, retries=0), CLEAN, SENDER, [RCPT])  # fail closed: not counted
+    assert SCANS.labels("unchecked")._value.get() == before + 1
