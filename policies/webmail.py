@@ -376,5 +376,5 @@ class WebmailPolicy(Policy):
         if directory is not None:
             info = await directory.mailbox(address)
             if info is not None:
-                return str(info.kind)
+                return str(getattr(info.kind, "value", info.kind))  # a str or an Enum
         return kind_by_name(address)
