@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.content_helpers import make_message, zipped
-from tests.fixtures.clamd import EICAR, EICAR_SIGNATURE, Clamd
+from tests.fixtures.clamd import EICAR, EICAR_SIGNATURE, Clamd, start_clamd
 from tests.fixtures.relayproc import Relay, wait_for
 from tests.test_attachments import PE
 
@@ -22,9 +22,7 @@ INTAKE = "tiepdan@dienbien.gov.vn"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Relay, Clamd]]:
     """One relay with webmail, antivirus and attachments, and the clamd it scans with."""
-    from tests.fixtures.clamd import _make
-
-    clamd = _make(tmp_path_factory.mktemp("clamd-smtp"))
+    clamd = start_clamd(tmp_path_factory.mktemp("clamd-smtp"))
     relay = Relay(tmp_path_factory.mktemp("relay"), {"policies": {
         "size": {}, "headers": {}, "webmail": {}, "attachments": {},
         "antivirus": {"clamd": clamd.tcp, "retries": 0, "timeout": 5},
