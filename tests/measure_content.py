@@ -28,7 +28,12 @@ def stats(xs: list[float]) -> str:
 
 
 async def main() -> None:
-    clamd = start_clamd(Path(tempfile.mkdtemp(prefix="measure-")))
+    with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
+        await measure(Path(tmp))
+
+
+async def measure(tmp: Path) -> None:
+    clamd = start_clamd(tmp)
     try:
         m100 = make_message(attachments=[("data.bin", os.urandom(75 * 1024),
                                           "application/octet-stream")])
