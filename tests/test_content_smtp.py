@@ -28,7 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Relay, Cla
         "antivirus": {"clamd": clamd.tcp, "retries": 0, "timeout": 5},
     }})
     try:
-        relay.start()
+        relay.start(timeout=60)  # the machine is shared: be patient at start-up
         yield relay, clamd
     finally:
         relay.stop()
