@@ -162,14 +162,18 @@ def personal_address(session: Session, person_id: int | None) -> str | None:
 
 
 def suggest(session: Session, config: Config, full_name: str, agency: str | None = None,
-            pattern: str | None = None) -> str:
-    """A free personal address for the name, numbered when the plain one is taken."""
+            pattern: str | None = None, exclude: frozenset[str] | set[str] = frozenset(),
+            ) -> str:
+    """A free personal address for the name, numbered when the plain one is taken
+    (or in EXCLUDE: addresses a sync plan has already promised)."""
     domain = config.server.local_domains[0]
     base = naming.render_pattern(pattern or config.directory.address_pattern, full_name,
                                  agency or "")
     checker = Writer(session, config, "suggest", "-")
     for n in range(1, 100):
         local = base if n == 1 else f"{base}{n}"
+        if f"{local}@{domain}" in exclude:
+            continue
         try:
             checker.check_address(f"{local}@{domain}", Kind.PERSONAL.value, None, None)
         except (NamingError, DirectoryError):
