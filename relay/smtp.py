@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import ipaddress
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -34,6 +35,9 @@ AUTH_REQUIRED = ("530 5.7.0 Cần đăng nhập trước khi gửi (Điều 5.1)
                  "Authentication required (Article 5.1)")
 BARE_NEWLINE = ("554 5.6.0 Thư có ký tự CR hoặc LF đơn lẻ; dòng phải kết thúc bằng CRLF / "
                 "Bare CR or LF in message; lines must end with CRLF")
+
+
+_SIZE_PARAM = re.compile(r"\sSIZE=(\d{1,20})\b", re.IGNORECASE)
 
 
 class Authenticator(Protocol):
@@ -137,6 +141,18 @@ class RelaySMTP(SMTP):
         last = tx.cache.get("last_reply", "")
         self.hub.decisions.write(record(tx, action or "abandoned", reply or last))
         tx.cache["logged"] = True
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        # aiosmtpd answers an oversized SIZE= itself, in English and without an enhanced code
+        limit = self.hub.config.server.max_message_size
+        m = _SIZE_PARAM.search(arg or "")
+        if m and int(m.group(1)) > limit:
+            await self.push(Reply(552, "5.3.4", (
+                f"Thư quá lớn: giới hạn {limit} byte (Điều 5.1)",
+                f"Message too large: limit {limit} bytes (Article 5.1)",
+            )).render(utf8=False))
+            return
+        await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         # the idle timeout would cut a large message; a slow one gets data_timeout in all
