@@ -201,9 +201,9 @@ def read_ldap(url: str, bind_dn: str | None = None, password: str | None = None,
     hostport, _, base = rest.partition("/")
     base = urllib.parse.unquote(base)
     try:
-        server = ldap3.Server(f"{scheme}://{hostport}", connect_timeout=timeout)
+        server = ldap3.Server(f"{scheme}://{hostport}", connect_timeout=int(timeout))
         conn = ldap3.Connection(server, user=bind_dn, password=password, auto_bind=True,
-                                receive_timeout=timeout, read_only=True)
+                                receive_timeout=int(timeout), read_only=True)
     except LDAPException as exc:
         raise FeedError([FeedProblem(url, f"cannot bind: {exc}")]) from None
     try:

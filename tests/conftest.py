@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.relayproc",
     "tests.fixtures.sink",
+    "tests.fixtures.slapd",
 ]

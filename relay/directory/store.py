@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from relay.config import Config
 from relay.directory import passwords
@@ -66,21 +66,32 @@ class MailboxInfo:
 
 
 def load_info(session: Session, address: str) -> tuple[MailboxInfo | None, datetime | None]:
-    """The mailbox and the next instant a delegation starts or ends (the entry's expiry)."""
-    box = session.scalars(sa.select(Mailbox).where(Mailbox.address == address,
-                                                   Mailbox.status.in_(LIVE))).first()
+    """The mailbox and the next instant a delegation starts or ends (the entry's expiry).
+
+    One query for a personal mailbox, three for an official one."""
+    box = session.scalars(
+        sa.select(Mailbox).options(joinedload(Mailbox.agency), joinedload(Mailbox.owner))
+        .where(Mailbox.address == address, Mailbox.status.in_(LIVE))).first()
     if box is None:
         return None, None
     now = utcnow()
     delegates: set[str] = set()
     boundary: datetime | None = None
     if box.kind != Kind.PERSONAL.value:
-        for d in session.scalars(sa.select(Delegation).where(Delegation.mailbox_id == box.id)):
-            for edge in (d.valid_from, d.valid_until):
+        personal = aliased(Mailbox)
+        rows = session.execute(
+            sa.select(Delegation.valid_from, Delegation.valid_until, personal.address)
+            .outerjoin(personal, sa.and_(personal.owner_id == Delegation.person_id,
+                                         personal.kind == Kind.PERSONAL.value,
+                                         personal.status.in_(LIVE)))
+            .where(Delegation.mailbox_id == box.id,
+                   sa.or_(Delegation.valid_until.is_(None), Delegation.valid_until > now)))
+        for valid_from, valid_until, delegate in rows:
+            for edge in (valid_from, valid_until):
                 if edge is not None and edge > now and (boundary is None or edge < boundary):
                     boundary = edge
-            if d.active_at(now) and (addr := personal_address(session, d.person_id)):
-                delegates.add(addr)
+            if valid_from <= now and delegate is not None:
+                delegates.add(delegate)
     owner = box.address if box.kind == Kind.PERSONAL.value else personal_address(
         session, box.owner_id)
     info = MailboxInfo(address=box.address, kind=box.kind, status=box.status,
