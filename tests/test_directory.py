@@ -234,3 +234,24 @@ async def test_lookups_do_not_block_the_event_loop(directory: Directory):
     task.cancel()
     assert ticks >= 5
     await store.aclose()
+
+
+def test_nodes_starting_together_migrate_once(tmp_path: Path, db_url: str):
+    import subprocess
+    import sys
+
+    from relay.directory.database import open_engine
+
+    url = make_config(tmp_path, db_url).directory_url
+    code = f"from relay.directory.database import open_engine; open_engine({url!r})"
+    root = Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, stderr=subprocess.PIPE)
+             for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    engine = open_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar() == 1
+        assert conn.execute(sa.text("SELECT version FROM directory_state")).scalar() == 0
+    engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "directory_alembic_version"
 # any constant: serialises migrations when several nodes start at once on one PostgreSQL
 _PG_LOCK = 0x6469726563746F72  # "director"
+_ALEMBIC = threading.Lock()
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -37,14 +39,26 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def migrate(engine: Engine) -> None:
-    """Upgrade to head; a no-op (one SELECT) when already there."""
+    """Upgrade to head; a no-op (one SELECT) when already there.
+
+    Several processes may start at once (relay nodes, the CLI, the sync timer): on
+    PostgreSQL an advisory lock lets one migrate while the others wait and then find
+    nothing to do; on SQLite the loser of the write lock fails, and finds the schema
+    at head when it looks again."""
+    head = head_revision()
     with engine.connect() as conn:
-        if current_revision(conn) == head_revision():
+        if current_revision(conn) == head:
             return
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
-        command.upgrade(alembic_config(conn), "head")
+    with _ALEMBIC:  # alembic's `context` is process-global: one migration at a time
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+                command.upgrade(alembic_config(conn), "head")
+        except sa.exc.DBAPIError:
+            with engine.connect() as conn:
+                if current_revision(conn) != head:
+                    raise
 
 
 def open_engine(url: str) -> Engine:

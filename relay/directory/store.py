@@ -37,6 +37,7 @@ log = logging.getLogger("relay.directory")
 auth_log = logging.getLogger("relay.auth")
 
 MAX_DELAY = 5.0
+MAX_KEYS = 100_000  # logins / IPs with recent failures kept before a sweep
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ class _Throttle:
 
     def fail(self, key: str, now: float) -> bool:
         """Record a failure; True when it locks the key."""
+        if len(self.failures) > MAX_KEYS:
+            self._sweep(now)
         self.count(key, now)
         q = self.failures.setdefault(key, deque())
         q.append(now)
@@ -139,6 +142,13 @@ class _Throttle:
 
     def succeed(self, key: str) -> None:
         self.failures.pop(key, None)
+
+    def _sweep(self, now: float) -> None:
+        """Forget stale keys, so guessing random logins cannot grow memory without end."""
+        for key in [k for k, q in self.failures.items() if not q or q[-1] <= now - self.window]:
+            del self.failures[key]
+        for key in [k for k, until in self.locked_until.items() if until <= now]:
+            del self.locked_until[key]
 
 
 class DirectoryStore:
