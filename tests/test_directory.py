@@ -255,3 +255,21 @@ def test_nodes_starting_together_migrate_once(tmp_path: Path, db_url: str):
         assert conn.execute(sa.text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar() == 1
         assert conn.execute(sa.text("SELECT version FROM directory_state")).scalar() == 0
     engine.dispose()
+
+
+async def test_database_down_is_a_temporary_failure_never_an_accept(tmp_path: Path):
+    from relay.engine import Engine
+    from relay.model import Transaction
+
+    config = from_dict({
+        "server": {"state_dir": str(tmp_path / "state"), "local_domains": [DOMAIN]},
+        "directory": {"url": "postgresql://nobody@127.0.0.1:9/none"},  # nothing listens
+        "policies": {"recipient_exists": {}},
+    })
+    store = DirectoryStore(config)
+    engine = Engine(config, {"directory": store})
+    tx = Transaction()
+    assert await engine.mail(tx, "partner@example.org") is None
+    reply = await engine.rcpt(tx, f"annv@{DOMAIN}")
+    assert reply is not None and reply.code == 451 and tx.rcpt_to == []
+    await store.aclose()
