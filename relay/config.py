@@ -144,6 +144,21 @@ class QueueConfig(Section):
 class DirectoryConfig(Section):
     url: StrictStr = ""  # empty: SQLite file `directory.db` under state_dir
     cache_ttl: Duration = 30.0
+    # how often a node asks the database whether anything changed (bounded by cache_ttl)
+    poll_interval: Duration = 2.0
+    # a removed or renamed address is not given to anyone else for this long (Điều 4, 6)
+    quarantine: Duration = 365 * 86400.0
+    # suggest-address: {given} {family} {middle} {initials} (family+middle initials) {agency}
+    address_pattern: StrictStr = "{given}{initials}"
+    # local parts no personal mailbox may take, besides ubnd, tiepdan and agency codes
+    reserved: list[StrictStr] = ["postmaster", "abuse", "hostmaster", "webmaster",
+                                 "mailer-daemon", "noreply", "root", "admin"]
+    # SMTP AUTH throttling (Điều 7.4): failures within auth_window lock a login / an IP
+    auth_max_failures: StrictInt = Field(5, ge=1)
+    auth_ip_max_failures: StrictInt = Field(20, ge=1)
+    auth_window: Duration = 900.0
+    auth_lockout: Duration = 900.0
+    auth_failure_delay: Duration = 1.0  # added per failure to the answer, capped at 5 s
 
 
 class Config(Section):

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.relayproc",
     "tests.fixtures.sink",
     "tests.fixtures.clamd",
+    "tests.fixtures.slapd",
 ]
