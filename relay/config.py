@@ -111,6 +111,7 @@ class ServerConfig(Section):
     decision_log: StrictStr = "log/decisions.jsonl"
     policy_dirs: list[StrictStr] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_bind: HostPort | None = None  # Prometheus /metrics, e.g. "127.0.0.1:9325"
 
 
 class ListenerConfig(Section):
