@@ -5,14 +5,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from relay.db import make_engine
+from relay.db import make_engine, migration_lock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "directory_alembic_version"
@@ -41,24 +40,15 @@ def current_revision(connection: Connection) -> str | None:
 def migrate(engine: Engine) -> None:
     """Upgrade to head; a no-op (one SELECT) when already there.
 
-    Several processes may start at once (relay nodes, the CLI, the sync timer): on
-    PostgreSQL an advisory lock lets one migrate while the others wait and then find
-    nothing to do; on SQLite the loser of the write lock fails, and finds the schema
-    at head when it looks again."""
+    Several processes may start at once (relay nodes, the CLI, the sync timer): one
+    migrates under `migration_lock` while the others wait, then find nothing to do."""
     head = head_revision()
     with engine.connect() as conn:
         if current_revision(conn) == head:
             return
-    with _ALEMBIC:  # alembic's `context` is process-global: one migration at a time
-        try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
-                command.upgrade(alembic_config(conn), "head")
-        except sa.exc.DBAPIError:
-            with engine.connect() as conn:
-                if current_revision(conn) != head:
-                    raise
+    with _ALEMBIC, migration_lock(engine, _PG_LOCK) as conn:  # alembic's context is global
+        if current_revision(conn) != head:
+            command.upgrade(alembic_config(conn), "head")
 
 
 def open_engine(url: str) -> Engine:
