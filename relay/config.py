@@ -248,7 +248,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
             if bind == obind:
                 errors.append(f"listeners.{name}.bind: {bind[0]}:{bind[1]} is also used by "
                               f"listeners.{other}")
-    if config.backend.kind in ("smtp", "lmtp") and not config.backend.port:
+    unix_lmtp = config.backend.kind == "lmtp" and config.backend.host.startswith("/")
+    if config.backend.kind in ("smtp", "lmtp") and not config.backend.port and not unix_lmtp:
         errors.append(f"backend.port: required when backend.kind is {config.backend.kind!r}")
     if errors:
         raise ConfigError("\n".join(where + line for line in errors))

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.sink",
     "tests.fixtures.clamd",
     "tests.fixtures.slapd",
+    "tests.fixtures.dovecot",
 ]
