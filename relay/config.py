@@ -111,6 +111,7 @@ class ServerConfig(Section):
     decision_log: StrictStr = "log/decisions.jsonl"
     policy_dirs: list[StrictStr] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_bind: HostPort | None = None  # Prometheus /metrics, e.g. "127.0.0.1:9325"
 
 
 class ListenerConfig(Section):
@@ -144,6 +145,21 @@ class QueueConfig(Section):
 class DirectoryConfig(Section):
     url: StrictStr = ""  # empty: SQLite file `directory.db` under state_dir
     cache_ttl: Duration = 30.0
+    # how often a node asks the database whether anything changed (bounded by cache_ttl)
+    poll_interval: Duration = 2.0
+    # a removed or renamed address is not given to anyone else for this long (Điều 4, 6)
+    quarantine: Duration = 365 * 86400.0
+    # suggest-address: {given} {family} {middle} {initials} (family+middle initials) {agency}
+    address_pattern: StrictStr = "{given}{initials}"
+    # local parts no personal mailbox may take, besides ubnd, tiepdan and agency codes
+    reserved: list[StrictStr] = ["postmaster", "abuse", "hostmaster", "webmaster",
+                                 "mailer-daemon", "noreply", "root", "admin"]
+    # SMTP AUTH throttling (Điều 7.4): failures within auth_window lock a login / an IP
+    auth_max_failures: StrictInt = Field(5, ge=1)
+    auth_ip_max_failures: StrictInt = Field(20, ge=1)
+    auth_window: Duration = 900.0
+    auth_lockout: Duration = 900.0
+    auth_failure_delay: Duration = 1.0  # added per failure to the answer, capped at 5 s
 
 
 def check_milter_bind(value: Any) -> str:
@@ -265,7 +281,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
             if bind == obind:
                 errors.append(f"listeners.{name}.bind: {bind[0]}:{bind[1]} is also used by "
                               f"listeners.{other}")
-    if config.backend.kind in ("smtp", "lmtp") and not config.backend.port:
+    unix_lmtp = config.backend.kind == "lmtp" and config.backend.host.startswith("/")
+    if config.backend.kind in ("smtp", "lmtp") and not config.backend.port and not unix_lmtp:
         errors.append(f"backend.port: required when backend.kind is {config.backend.kind!r}")
     if errors:
         raise ConfigError("\n".join(where + line for line in errors))

@@ -15,6 +15,7 @@ import time
 from relay.config import Config
 from relay.delivery import Router
 from relay.dsn import build_dsn
+from relay.metrics import DELIVERIES, QUEUE
 from relay.model import new_id
 from relay.spool import Envelope, RecipientState, Spool
 
@@ -38,6 +39,7 @@ class QueueRunner:
         self._stopping = False
         self.delivered = 0
         self.bounced = 0
+        QUEUE.set_function(lambda: len(self._due))
 
     def submit(self, queue_id: str) -> None:
         """A new message is on disk: try it now."""
@@ -112,6 +114,7 @@ class QueueRunner:
         now = time.time()
         failures: dict[str, str] = {}
         for rcpt, result in results.items():
+            DELIVERIES.labels(result.status).inc()
             rs = state.recipients.setdefault(rcpt, RecipientState())
             rs.attempts += 1
             rs.reason = result.reply

@@ -9,10 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from relay.config import Config
+from relay.directory.store import DirectoryStore
 
 
 async def build(config: Config) -> dict[str, Any]:
     services: dict[str, Any] = {}
+    # opens (and migrates) the database on first use, so a relay without directory
+    # policies never creates one
+    services["directory"] = DirectoryStore(config)
     return services
 
 

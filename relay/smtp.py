@@ -23,6 +23,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from relay.config import Config, ListenerConfig
 from relay.decisionlog import DecisionLog, record
 from relay.engine import Engine
+from relay.metrics import CONNECTIONS, REFUSED_CONNECTIONS
 from relay.model import Reply, Transaction
 from relay.spool import Envelope as QueuedEnvelope
 from relay.spool import Spool
@@ -114,11 +115,13 @@ class RelaySMTP(SMTP):
         if hub.connections >= hub.config.server.max_connections:
             log.warning("%s: refusing %s: %d connections open", self.listener_name, ip,
                         hub.connections)
+            REFUSED_CONNECTIONS.inc()
             await self.push(TOO_BUSY)
             assert self.transport is not None
             self.transport.close()
             return
         hub.connections += 1
+        CONNECTIONS.inc()
         try:
             reply = await hub.engine.connect(self.tx)
             if reply is not None:
@@ -129,6 +132,7 @@ class RelaySMTP(SMTP):
             await super()._handle_client()
         finally:
             hub.connections -= 1
+            CONNECTIONS.dec()
             self.finish_transaction()
 
     def finish_transaction(self, action: str | None = None, reply: Reply | str = "") -> None:

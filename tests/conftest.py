@@ -5,5 +5,8 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.relayproc",
     "tests.fixtures.sink",
+    "tests.fixtures.clamd",
+    "tests.fixtures.slapd",
+    "tests.fixtures.dovecot",
     "tests.fixtures.postfix",
 ]

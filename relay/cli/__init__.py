@@ -62,9 +62,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import milter, queue, serve, testmessage
+    from relay.cli import directory, milter, queue, serve, testmessage
 
-    for module in (serve, testmessage, queue, milter):
+    for module in (serve, testmessage, queue, directory, milter):
         for command in module.COMMANDS:
             main.add_command(command)
 
