@@ -192,6 +192,8 @@ class MilterConfig(Section):
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
     idle_timeout: Duration = 600.0  # longest wait for Postfix's next packet
     progress_interval: Duration = 10.0  # SMFIR_PROGRESS while a slow check runs at end of data
+    # Prometheus /metrics of the milter process (its own port: `relay serve` may run too)
+    metrics_bind: HostPort | None = None
 
 
 class Config(Section):

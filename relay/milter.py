@@ -66,6 +66,7 @@ from kilter.protocol import (
 )
 from kilter.protocol.buffer import SimpleBuffer
 
+from relay import metrics
 from relay import services as services_mod
 from relay.config import Config, ConfigError, load
 from relay.decisionlog import DecisionLog, record
@@ -606,16 +607,19 @@ class MilterServer:
         if len(self._sessions) >= self.config.milter.max_connections:
             # Postfix applies milter_default_action (tempfail) to this SMTP session
             log.warning("milter: %d connections open, refusing another", len(self._sessions))
+            metrics.REFUSED_CONNECTIONS.inc()
             writer.close()
             return
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        metrics.CONNECTIONS.inc()
         try:
             await MilterSession(self, reader, writer).run()
         except Exception:
             log.exception("milter session failed")
         finally:
+            metrics.CONNECTIONS.dec()
             self._sessions.discard(task)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -656,6 +660,8 @@ class MilterService:
         config = self.config
         config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
         services = await services_mod.build(config)
+        if config.milter.metrics_bind is not None:
+            metrics.serve(config.milter.metrics_bind)  # counted where the decision log is written
         decisions = DecisionLog(config.state_file(config.server.decision_log))
         self.server = MilterServer(config, Engine(config, services), services, decisions)
         try:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -95,10 +96,12 @@ def test_relay_milter_process_notifies_reloads_and_stops(tmp_path):
     milter_sock = tmp_path / "milter.sock"
     config = tmp_path / "relay.toml"
 
+    metrics_port = free_port()
+
     def write_config(probe_reject: str) -> None:
         config.write_text(to_toml({
             "server": {"state_dir": "var", "policy_dirs": [str(POLICY_DIR)]},
-            "milter": {"bind": f"unix:{milter_sock}"},
+            "milter": {"bind": f"unix:{milter_sock}", "metrics_bind": f"127.0.0.1:{metrics_port}"},
             "policies": {"headers": {}, "probe": {"actions": {"probe.reject": probe_reject}}},
         }))
 
@@ -117,6 +120,11 @@ def test_relay_milter_process_notifies_reloads_and_stops(tmp_path):
         _until(notify, "READY=1")
         with open_session(f"unix:{milter_sock}") as client:
             assert reply_text(send_message(client, "REJECT")[-1]).startswith("451-")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            exposition = r.read().decode()
+        for action in ("reject", "tempfail"):
+            line = f'relay_transactions_total{{action="{action}",listener="milter"}} 1.0'
+            assert line in exposition
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert "STOPPING=1" in _until(notify, "STOPPING=1")
