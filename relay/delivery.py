@@ -262,24 +262,28 @@ class LmtpBackend:
         return conn
 
     async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+        results: dict[str, Result] = {}
         async with self._lock:
             try:
-                return await self._deliver(env, data, recipients)
+                await self._deliver(env, data, recipients, results)
             except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
                 if self._conn is not None:
                     self._conn[1].close()
                     self._conn = None
-                return {r: Result("temporary", f"LMTP {self.host}:{self.port}: {exc}")
-                        for r in recipients}
+                where = self.host if self.host.startswith("/") else f"{self.host}:{self.port}"
+                # recipients answered before the break keep their result: no double delivery
+                for r in recipients:
+                    results.setdefault(r, Result("temporary", f"LMTP {where}: {exc}"))
+        return results
 
-    async def _deliver(self, env: Envelope, data: bytes,
-                       recipients: list[str]) -> dict[str, Result]:
+    async def _deliver(self, env: Envelope, data: bytes, recipients: list[str],
+                       results: dict[str, Result]) -> None:
         conn = await self._open()
         sender = "" if env.sender in ("", "<>") else env.sender
         code, text = await self._command(conn, f"MAIL FROM:<{sender}>")
         if code != 250:
-            return {r: result_for_code(code, text) for r in recipients}
-        results: dict[str, Result] = {}
+            results.update({r: result_for_code(code, text) for r in recipients})
+            return
         accepted = []
         for rcpt in recipients:
             code, text = await self._command(conn, f"RCPT TO:<{rcpt}>")
@@ -288,17 +292,17 @@ class LmtpBackend:
             else:
                 results[rcpt] = result_for_code(code, text)
         if not accepted:
-            return results
+            return
         code, text = await self._command(conn, "DATA")
         if code != 354:
-            return {**results, **{r: result_for_code(code, text) for r in accepted}}
+            results.update({r: result_for_code(code, text) for r in accepted})
+            return
         reader, writer = conn
         writer.write(_LEADING_DOT.sub(b"..", crlf(data)) + b".\r\n")
         await writer.drain()
         for rcpt in accepted:  # RFC 2033 4.2: one reply per accepted recipient, in order
             code, text = await self._reply(reader)
             results[rcpt] = result_for_code(code, text)
-        return results
 
     async def close(self) -> None:
         if self._conn is not None:
