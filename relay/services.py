@@ -13,6 +13,11 @@ from relay.config import Config
 
 async def build(config: Config) -> dict[str, Any]:
     services: dict[str, Any] = {}
+    if config.archive.enabled:
+        from relay.archive import Archive
+
+        # looks up services["directory"] per message, so the order here does not matter
+        services["archive"] = Archive.open(config, services)
     return services
 
 
