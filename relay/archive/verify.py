@@ -182,9 +182,10 @@ def verify_archive(archive: Archive, public_key: Ed25519PublicKey | None,
     report.last_checkpoint = max(covered) if covered else None
     for cp_seq in sorted(s for s in by_seq if s > last):
         for cp in by_seq[cp_seq]:
-            report.problems.append(Problem(cp_seq, "tail", (
-                f"checkpoint signed {cp['signed_at']} covers #{cp_seq}, but the archive ends "
-                f"at #{last}: entries #{last + 1}–#{cp_seq} were cut off")))
+            report.problems.append(Problem(last + 1, "tail", (
+                f"missing: the archive ends at #{last}, but a checkpoint signed "
+                f"{cp['signed_at']} covers #{cp_seq}: entries #{last + 1}–#{cp_seq} "
+                "were cut off")))
     if report.entries and (int(head["seq"]) != last or head["hash"] != running):
         report.problems.append(Problem(int(head["seq"]), "head", (
             f"chain head says #{head['seq']} but the archive ends at #{last} "
