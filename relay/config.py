@@ -20,7 +20,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -68,9 +67,12 @@ def parse_hostport(value: Any) -> tuple[str, int]:
     raise ValueError(f"expected HOST:PORT, got {value!r}")
 
 
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
 def check_domain(value: str) -> str:
     value = value.strip().lower().rstrip(".")
-    if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", value):
+    if not _DOMAIN.fullmatch(value):
         raise ValueError(f"expected a domain name, got {value!r}")
     return value
 
