@@ -45,6 +45,7 @@ def message(n: int = 0, subject: str = "Thông báo số 12/TB-UBND", sender: st
         f"To: {to}\r\n"
         f"Subject: =?utf-8?b?{encoded}?=\r\n"
         f"Message-ID: <{n}.archive-test@dienbien.gov.vn>\r\n"
+        "Date: Sun, 29 Nov 2026 10:00:00 +0700\r\n"
         "MIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         "Content-Transfer-Encoding: base64\r\n"
