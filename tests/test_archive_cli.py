@@ -113,4 +113,6 @@ def test_read_only_commands_say_when_there_is_no_archive(tmp_path):
     path = tmp_path / "relay.toml"
     path.write_text(to_toml({"server": {"state_dir": "state"}}))
     code, out = run("log", "-c", str(path))
-    assert code == 1 and "no archive" in out
+    assert code == 2 and "no archive" in out
+    code, out = run("verify", "-c", str(path))
+    assert code == 2 and "no archive" in out

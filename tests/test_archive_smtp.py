@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import smtplib
 
+import pytest
+
 from tests.archive_helpers import OUTSIDE, PERSON, TIEPDAN, UBND, message
 from tests.fixtures.relayproc import run_cli, wait_for
 
@@ -81,3 +83,17 @@ def test_official_mail_archived_both_ways_over_smtp(relay_factory, sink, tmp_pat
     access = relay.cli("archive", "access-log").stdout.decode().splitlines()
     assert [line.split("\t")[3] for line in access] == ["show", "show", "show", "export"]
     assert access[-1].endswith("thanh tra")
+
+
+def test_official_mail_is_refused_with_451_when_it_cannot_be_archived(relay_factory):
+    relay = relay_factory()
+    import sqlite3
+
+    with sqlite3.connect(relay.state / "directory.db") as db:
+        db.execute("DROP TABLE archive_entry")  # the archive breaks under the running relay
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        _send(relay.mx, OUTSIDE, [TIEPDAN], message(1, to=TIEPDAN))
+    assert refused.value.smtp_code == 451
+    _send(relay.mx, OUTSIDE, [PERSON], message(2, to=PERSON))  # not archived: still accepted
+    assert wait_for(lambda: relay.maildir(PERSON))
+    assert relay.maildir(TIEPDAN) == []  # never delivered unarchived

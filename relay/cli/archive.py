@@ -32,11 +32,13 @@ def _who() -> str:
 
 
 def _open(config_path: Path | None, migrate: bool = False) -> Archive:
+    """The archive, or exit 2: "could not look" must not read as "tampered" (1)."""
     config = load_config(config_path)
     try:
         return Archive.open(config, migrate=migrate)
-    except ArchiveError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ArchiveError, sa.exc.SQLAlchemyError) as exc:
+        click.echo(f"relay archive: {exc}", err=True)
+        sys.exit(EX_USAGE)
 
 
 def parse_date(value: str | None, end: bool = False) -> datetime | None:
@@ -128,7 +130,8 @@ def verify(config_path: Path | None, since: str | None, export_path: Path | None
            public_key: Path | None, as_json: bool) -> None:
     """Recompute every blob hash and the chain, check every checkpoint signature.
 
-    Exit status: 0 intact, 1 something was modified, deleted, inserted, reordered or cut.
+    Exit status: 0 intact; 1 something was modified, deleted, inserted, reordered or
+    cut off; 2 the archive or the public key could not be read.
     """
     from relay.archive.export import verify_export
     from relay.archive.verify import verify_archive
