@@ -94,6 +94,23 @@ async def write_cost(archive: Archive, rng: random.Random, n: int) -> dict[str, 
             "msgs_per_s_serial": round(n / sum(times), 1)}
 
 
+async def concurrent_writes(archive: Archive, rng: random.Random, n: int,
+                            sessions: int) -> dict[str, Any]:
+    """Like `sessions` SMTP sessions at once: the chain lock serialises the commits."""
+    messages = [make_message(rng, i, "ubnd@dienbien.gov.vn", "dan@example.vn")
+                for i in range(n)]
+
+    async def session(k: int) -> None:
+        for raw in messages[k::sessions]:
+            tx = Transaction(mail_from="ubnd@dienbien.gov.vn", rcpt_to=["dan@example.vn"])
+            await archive.record(tx, raw, raw)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(session(k) for k in range(sessions)))
+    dt = time.perf_counter() - t
+    return {"messages": n, "sessions": sessions, "msgs_per_s": round(n / dt, 1)}
+
+
 def fill(archive: Archive, rng: random.Random, target: int, batch: int = 2000) -> float:
     """Grow the archive to `target` entries with the chain code, in big transactions."""
     t0 = time.perf_counter()
@@ -198,7 +215,8 @@ def main() -> None:
     result["compressors"] = compressors(samples)
     print("write cost …", file=sys.stderr)
     result["write"] = asyncio.run(write_cost(archive, rng, args.writes))
-    print(json.dumps(result["write"]), file=sys.stderr)
+    result["write_concurrent"] = asyncio.run(concurrent_writes(archive, rng, args.writes, 16))
+    print(json.dumps(result["write"]), json.dumps(result["write_concurrent"]), file=sys.stderr)
     result["fill_seconds"] = round(fill(archive, rng, args.entries), 1)
     result["log"] = queries(archive)
     print(json.dumps(result["log"], ensure_ascii=False), file=sys.stderr)

@@ -361,3 +361,15 @@ async def test_record_fails_loudly_when_the_database_is_gone(arch, tmp_path):
     raw = message()
     with pytest.raises(sa.exc.OperationalError):
         await arch.record(tx(UBND, OUTSIDE), raw, raw)
+
+
+def test_archive_config_errors_name_the_key(tmp_path):
+    from relay.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"archive\.kinds\.0: .*'official'"):
+        from_dict({"archive": {"kinds": ["offical"]}})
+    with pytest.raises(ConfigError, match=r"archive\.checkpoint_every: "):
+        from_dict({"archive": {"checkpoint_every": 0}})
+    with pytest.raises(ConfigError, match=r"archive\.retention: expected a duration"):
+        from_dict({"archive": {"retention": "ten years"}})
+    assert make_config(tmp_path, retention="3650d").archive.retention == 3650 * 86400

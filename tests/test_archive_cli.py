@@ -43,6 +43,10 @@ async def test_verify_exit_status_and_json(setup):
     assert code == 1 and report["first_bad"]["seq"] == 3 and report["first_bad"]["kind"] == "fields"
     code, out = run("verify", "-c", cfg, "--since", "4")
     assert code == 0
+    code, out = run("verify", "-c", cfg, "--since", "2000-01-01", "--json")
+    assert code == 1 and json.loads(out)["first_seq"] == 1
+    code, out = run("verify", "-c", cfg, "--since", "2999-01-01", "--json")
+    assert code == 0 and json.loads(out)["entries"] == 0
 
 
 async def test_verify_without_public_key_is_a_usage_error(setup):

@@ -324,7 +324,8 @@ class Archive:
     async def aclose(self) -> None:
         """At shutdown: sign what the last checkpoint does not cover yet, then close."""
         try:
-            if self.signer() is not None:
+            if self._signer is not None or (not self._signer_loaded
+                                            and self.signing_key_path.exists()):
                 await asyncio.to_thread(self.checkpoint)
         except Exception:
             log.exception("archive: final checkpoint failed")

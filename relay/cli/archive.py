@@ -172,7 +172,10 @@ def _since_seq(arch: Archive, since: str | None) -> int | None:
     e = schema.entry
     with arch.engine.connect() as conn:
         seq = conn.execute(sa.select(sa.func.min(e.c.seq)).where(e.c.recorded_at >= when))
-        return seq.scalar() or 1
+        first = seq.scalar()
+        if first is None:  # nothing that recent: nothing to check
+            first = (conn.execute(sa.select(sa.func.max(e.c.seq))).scalar() or 0) + 1
+        return int(first)
 
 
 def _run_verify(arch: Archive, key: Any, since_seq: int | None, as_json: bool,
