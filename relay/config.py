@@ -99,6 +99,7 @@ class ServerConfig(Section):
     hostname: StrictStr = Field(default_factory=socket.getfqdn)
     local_domains: list[Domain] = ["dienbien.gov.vn"]
     state_dir: StrictStr = "var"
+    spool_dir: StrictStr = ""  # empty: state_dir/queue
     trusted_networks: list[Network] = []
     max_message_size: StrictInt = Field(26_214_400, ge=1024, le=2**31)
     max_recipients: StrictInt = Field(100, ge=1, le=100_000)
@@ -197,7 +198,7 @@ class Config(Section):
 
     @property
     def spool_path(self) -> Path:
-        return self.state_path / "queue"
+        return self.state_file(self.server.spool_dir or "queue")
 
     @property
     def directory_url(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -116,6 +115,12 @@ class SmtpBackend:
         self.starttls = starttls
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(max_connections)
+        # built once: loading the CA store takes ~20 ms and would stall the event loop
+        self._tls_context = ssl.create_default_context()
+        if starttls != "required":
+            # opportunistic TLS protects against passive reading only; do not fail on names
+            self._tls_context.check_hostname = False
+            self._tls_context.verify_mode = ssl.CERT_NONE
 
     async def _connect(self) -> aiosmtplib.SMTP:
         while self._idle:
@@ -126,14 +131,9 @@ class SmtpBackend:
                     return client
                 except aiosmtplib.SMTPException:
                     client.close()
-        tls_context = ssl.create_default_context()
-        if self.starttls != "required":
-            # opportunistic TLS protects against passive reading only; do not fail on names
-            tls_context.check_hostname = False
-            tls_context.verify_mode = ssl.CERT_NONE
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, timeout=self.timeout,
-            local_hostname=self.hostname, start_tls=False, tls_context=tls_context,
+            local_hostname=self.hostname, start_tls=False, tls_context=self._tls_context,
         )
         await client.connect()
         await client.ehlo()
@@ -348,7 +348,3 @@ class Router:
         await self.local.close()
         if self.outbound is not None:
             await self.outbound.close()
-
-
-def local_hostname() -> str:
-    return socket.getfqdn()

@@ -130,24 +130,27 @@ class Service:
         monotonic_us = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_us}")
         try:
-            try:
-                new = load(self.config_path)
-            except ConfigError as exc:
-                log.error("reload refused, keeping the running configuration:\n%s", exc)
-                return
+            new = load(self.config_path)
             if new.listeners != self.config.listeners:
                 log.warning("listener changes take effect at the next restart")
             services = await services_mod.build(new)
             engine = Engine(new, services)
-            old_engine, old_services = self.hub.engine, self.services
-            self.hub.reconfigure(new, engine, services)
-            self.config, self.services = new, services
-            log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
-            await asyncio.sleep(self.config.server.data_timeout / 10)  # let sessions finish
-            await old_engine.close()
-            await services_mod.close(old_services)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        except Exception:
+            log.exception("reload failed, keeping the running configuration")
+            return
         finally:
             sd_notify("READY=1")
+        old_engine, old_services = self.hub.engine, self.services
+        self.hub.reconfigure(new, engine, services)
+        self.config, self.services = new, services
+        log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
+        # sessions still inside a stage may hold the old engine for a moment
+        await asyncio.sleep(5)
+        await old_engine.close()
+        await services_mod.close(old_services)
 
     def _watchdog(self) -> None:
         usec = os.environ.get("WATCHDOG_USEC")

@@ -241,7 +241,7 @@ class Handler:
             tx.cache["last_reply"] = str(reply)
             tx.mail_from = ""
             return reply.render(tx.smtputf8)
-        envelope.mail_from = sender
+        envelope.mail_from = address  # "<>" for the null sender: aiosmtpd needs it non-empty
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
