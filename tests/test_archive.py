@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
-from relay.archive import Archive, ArchiveError, Filters, chain, schema
+from relay.archive import Archive, ArchiveError, Filters, Party, chain, schema
 from relay.archive.export import export, mbox_quote, mbox_unquote, verify_export
 from relay.archive.verify import verify_archive
 from tests.archive_helpers import (
@@ -373,3 +373,28 @@ def test_archive_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"archive\.retention: expected a duration"):
         from_dict({"archive": {"retention": "ten years"}})
     assert make_config(tmp_path, retention="3650d").archive.retention == 3650 * 86400
+
+
+async def test_verify_while_the_relay_appends_is_not_fooled(arch):
+    await fill(arch, 5)
+    raw = message(77)
+
+    def append_meanwhile(done: int, _bytes: int) -> None:
+        for _ in range(4):  # crosses checkpoint #8 while verify reads
+            arch.append([Party(UBND, "official", "out")], tx(UBND, OUTSIDE), raw, raw)
+        arch.log_access("auditor", "show", {"entry": 1}, "meanwhile")
+
+    report = verify_archive(arch, chain.load_public(arch.public_key_path),
+                            progress=append_meanwhile)
+    assert report.ok, report.problems
+    assert report.entries == 5
+    assert verify(arch).entries == 9
+
+
+async def test_row_appended_behind_the_relays_back_is_found(arch):
+    await fill(arch, 3)
+    sql(arch, "INSERT INTO archive_entry SELECT seq + 1, recorded_at, node, queue_id, mailbox, "
+              "kind, direction, sender, recipients, subject, subject_fold, message_id, "
+              "accepted_hash, accepted_size, delivered_hash, delivered_size, meta, entry_hash, "
+              "entry_hash, purged_at FROM archive_entry WHERE seq = 3")
+    assert _first_bad(arch) == (4, "inserted")

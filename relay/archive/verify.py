@@ -102,15 +102,22 @@ def check_signature(cp: Any, public_key: Ed25519PublicKey) -> str | None:
     return None
 
 
+def _head(archive: Archive, name: str) -> Any:
+    with archive.engine.connect() as conn:
+        return conn.execute(sa.select(schema.head).where(schema.head.c.chain == name)
+                            ).mappings().one()
+
+
 def _purge_records(report: Report, archive: Archive) -> dict[int, dict[str, Any]]:
     """Verify the access log's own chain; the purge records by entry seq."""
     by_seq: dict[int, dict[str, Any]] = {}
     running = chain.GENESIS
     expected = 1
+    head = _head(archive, "access")
+    a = schema.access
     with archive.engine.connect() as conn:
-        head = conn.execute(sa.select(schema.head).where(schema.head.c.chain == "access")
-                            ).mappings().one()
-        rows = conn.execute(sa.select(schema.access).order_by(schema.access.c.seq)).mappings()
+        rows = conn.execute(sa.select(a).where(a.c.seq <= head["seq"]).order_by(a.c.seq)
+                            ).mappings()
         for row in rows:
             report.access_entries += 1
             seq = int(row["seq"])
@@ -133,6 +140,11 @@ def _purge_records(report: Report, archive: Archive) -> dict[int, dict[str, Any]
                 for lo, hi in fields["target"].get("entries", []):
                     for s in range(lo, hi + 1):
                         by_seq[s] = info
+        beyond = conn.execute(sa.select(sa.func.min(a.c.seq)).where(a.c.seq > head["seq"])
+                              ).scalar()
+    if beyond is not None and int(beyond) > int(_head(archive, "access")["seq"]):
+        report.problems.append(Problem(int(beyond), "inserted", "beyond the access-log head: "
+                                       "added outside the relay", "access"))
     if int(head["seq"]) != expected - 1 or head["hash"] != running:
         report.problems.append(Problem(None, "head", f"access-log head says #{head['seq']} "
                                        f"but the log ends at #{expected - 1} (cut or rewritten)",
@@ -146,10 +158,12 @@ def verify_archive(archive: Archive, public_key: Ed25519PublicKey | None,
     started = time.perf_counter()
     purges = _purge_records(report, archive)
     e, c = schema.entry, schema.checkpoint
+    # the head first: entries and checkpoints the relay appends while we read are
+    # beyond it, and are left for the next run instead of looking like tampering
+    head = _head(archive, "entries")
+    head_seq = int(head["seq"])
     with archive.engine.connect() as conn:
         checkpoints = list(conn.execute(sa.select(c).order_by(c.c.id)).mappings())
-        head = conn.execute(sa.select(schema.head).where(schema.head.c.chain == "entries")
-                            ).mappings().one()
     by_seq: dict[int, list[Any]] = {}
     for cp in checkpoints:
         by_seq.setdefault(int(cp["seq"]), []).append(cp)
@@ -167,8 +181,8 @@ def verify_archive(archive: Archive, public_key: Ed25519PublicKey | None,
     counted: set[str] = set()
     with archive.engine.connect() as conn, ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         while True:
-            rows = list(conn.execute(sa.select(e).where(e.c.seq > last).order_by(e.c.seq)
-                                     .limit(BATCH)).mappings())
+            rows = list(conn.execute(sa.select(e).where(e.c.seq > last, e.c.seq <= head_seq)
+                                     .order_by(e.c.seq).limit(BATCH)).mappings())
             if not rows:
                 break
             _check_blobs(archive, conn, rows, seen_blobs, pool)
@@ -180,10 +194,18 @@ def verify_archive(archive: Archive, public_key: Ed25519PublicKey | None,
                 expected += 1
             if progress:
                 progress(report.entries, report.bytes)
+        beyond = conn.execute(sa.select(sa.func.min(e.c.seq)).where(e.c.seq > head_seq)
+                              ).scalar()
+    now_seq = int(_head(archive, "entries")["seq"])  # where the head is after reading
+    if beyond is not None and int(beyond) > now_seq:
+        report.problems.append(Problem(int(beyond), "inserted", (
+            f"beyond the chain head #{now_seq}: added outside the relay")))
     report.last_seq = last if report.entries else None
     covered = [s for s in by_seq if s <= last]
     report.last_checkpoint = max(covered) if covered else None
     for cp_seq in sorted(s for s in by_seq if s > last):
+        if head_seq < cp_seq <= now_seq:
+            continue  # signed while we were reading
         for cp in by_seq[cp_seq]:
             report.problems.append(Problem(last + 1, "tail", (
                 f"missing: the archive ends at #{last}, but a checkpoint signed "
