@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
@@ -398,3 +399,17 @@ async def test_row_appended_behind_the_relays_back_is_found(arch):
               "accepted_hash, accepted_size, delivered_hash, delivered_size, meta, entry_hash, "
               "entry_hash, purged_at FROM archive_entry WHERE seq = 3")
     assert _first_bad(arch) == (4, "inserted")
+
+
+async def test_an_idle_relay_signs_its_tail_within_the_interval(tmp_path):
+    archive = open_archive(make_config(tmp_path, checkpoint_every=1000,
+                                       checkpoint_interval=1.0))
+    await fill(archive, 1)  # #1 signed at once (first entry)
+    await fill(archive, 2)  # #2, #3: the interval has not passed yet
+    with archive.engine.connect() as conn:
+        top = "SELECT max(seq) FROM archive_checkpoint"
+        assert conn.execute(sa.text(top)).scalar() == 1
+    await asyncio.sleep(1.6)
+    with archive.engine.connect() as conn:
+        assert conn.execute(sa.text(top)).scalar() == 3
+    await archive.aclose()

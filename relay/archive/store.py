@@ -115,6 +115,7 @@ class Archive:
         self._official = {_address(a) for a in self.settings.official}
         self._signer: Any = None
         self._signer_loaded = False
+        self._ticker: asyncio.Task[None] | None = None
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -132,6 +133,8 @@ class Archive:
         return archive
 
     def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         self.engine.dispose()
 
     @property
@@ -211,7 +214,19 @@ class Archive:
         parties = await self.parties(tx)
         if not parties:
             return []
-        return await asyncio.to_thread(self.append, parties, tx, accepted, delivered)
+        ids = await asyncio.to_thread(self.append, parties, tx, accepted, delivered)
+        if self._ticker is None and self.signer() is not None:
+            self._ticker = asyncio.create_task(self._sign_periodically())
+        return ids
+
+    async def _sign_periodically(self) -> None:
+        """An idle relay still signs its tail within checkpoint_interval."""
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval)
+            try:
+                await asyncio.to_thread(self.checkpoint)
+            except Exception:
+                log.exception("archive: periodic checkpoint failed")
 
     def append(self, parties: Sequence[Party], tx: Transaction, accepted: bytes,
                delivered: bytes) -> list[int]:
@@ -323,6 +338,8 @@ class Archive:
 
     async def aclose(self) -> None:
         """At shutdown: sign what the last checkpoint does not cover yet, then close."""
+        if self._ticker is not None:
+            self._ticker.cancel()
         try:
             if self._signer is not None or (not self._signer_loaded
                                             and self.signing_key_path.exists()):
