@@ -120,3 +120,24 @@ def test_read_only_commands_say_when_there_is_no_archive(tmp_path):
     assert code == 2 and "no archive" in out
     code, out = run("verify", "-c", str(path))
     assert code == 2 and "no archive" in out
+
+
+async def test_key_rotation_keeps_old_checkpoints_verifiable(setup, tmp_path):
+    archive, cfg = setup
+    await fill(archive, 2)  # checkpoint #1 with the first key
+    old_pub = archive.public_key_path.read_bytes()
+    code, _ = run("keygen", "-c", cfg, "--force")
+    assert code == 0
+    rotated = open_archive(make_config(tmp_path, checkpoint_every=4))  # loads the new key
+    await fill(rotated, 3, start=2)  # checkpoint #4 with the new key
+    rotated.close()
+    code, out = run("verify", "-c", cfg, "--json")
+    assert code == 0 and json.loads(out)["checkpoints"] == 2
+    # the new key alone cannot vouch for the old checkpoint
+    code, out = run("verify", "-c", cfg, "--json", "--public-key",
+                    str(archive.public_key_path))
+    report = json.loads(out)
+    assert code == 1 and report["first_bad"]["kind"] == "signature"
+    assert report["first_bad"]["seq"] == 1
+    [retired] = archive.public_key_path.parent.glob("signing.key.pub.old-*")
+    assert retired.read_bytes() == old_pub

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from relay.archive import chain, schema
 from relay.archive.store import Archive, ArchiveError, Filters, ranges
-from relay.archive.verify import Problem, Report, check_signature
+from relay.archive.verify import Keys, Problem, Report, check_signature
 
 FORMAT = "dienbien-relay-archive-export/1"
 MANIFEST = "manifest.json"
@@ -167,7 +166,7 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def verify_export(path: Path, public_key: Ed25519PublicKey) -> Report:
+def verify_export(path: Path, public_key: Keys) -> Report:
     """Prove an export with the public key alone."""
     report = Report()
     try:

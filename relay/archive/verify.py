@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,17 +86,32 @@ class Report:
         }
 
 
-def check_signature(cp: Any, public_key: Ed25519PublicKey) -> str | None:
-    """None when the checkpoint is signed by this key, else why not."""
-    kid = chain.key_id(public_key)
-    if cp["key_id"] != kid:
-        return f"checkpoint signed by key {cp['key_id']}, not by the given key {kid}"
+Keys = Ed25519PublicKey | Sequence[Ed25519PublicKey] | None
+
+
+def keyring(keys: Keys) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key id: the current one and any retired by `keygen --force`."""
+    if keys is None:
+        return {}
+    if isinstance(keys, Ed25519PublicKey):
+        keys = [keys]
+    return {chain.key_id(k): k for k in keys}
+
+
+def check_signature(cp: Any, keys: Keys) -> str | None:
+    """None when the checkpoint is signed by one of these keys, else why not."""
+    ring = keyring(keys)
+    key = ring.get(cp["key_id"])
+    if key is None:
+        return (f"checkpoint signed by key {cp['key_id']}, not by the given key(s) "
+                f"{', '.join(ring) or '(none)'}")
     signed_at = cp["signed_at"]
     if isinstance(signed_at, datetime):
         signed_at = chain.timestamp(signed_at)
-    message = chain.checkpoint_message(int(cp["seq"]), cp["entry_hash"], signed_at, kid)
+    message = chain.checkpoint_message(int(cp["seq"]), cp["entry_hash"], signed_at,
+                                       cp["key_id"])
     try:
-        public_key.verify(bytes.fromhex(cp["signature"]), message)
+        key.verify(bytes.fromhex(cp["signature"]), message)
     except (InvalidSignature, ValueError):
         return "checkpoint signature is not valid"
     return None
@@ -152,7 +167,7 @@ def _purge_records(report: Report, archive: Archive) -> dict[int, dict[str, Any]
     return by_seq
 
 
-def verify_archive(archive: Archive, public_key: Ed25519PublicKey | None,
+def verify_archive(archive: Archive, public_key: Keys,
                    since_seq: int | None = None, progress: Progress | None = None) -> Report:
     report = Report()
     started = time.perf_counter()
@@ -168,7 +183,7 @@ def verify_archive(archive: Archive, public_key: Ed25519PublicKey | None,
     for cp in checkpoints:
         by_seq.setdefault(int(cp["seq"]), []).append(cp)
         report.checkpoints += 1
-        if public_key is None:
+        if not keyring(public_key):
             continue
         why = check_signature(cp, public_key)
         if why:

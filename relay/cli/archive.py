@@ -88,8 +88,8 @@ def archive() -> None:
 
 @archive.command()
 @config_option
-@click.option("--force", is_flag=True, help="Replace an existing key (old checkpoints then "
-              "need the old public key).")
+@click.option("--force", is_flag=True, help="Replace an existing key; the old public key is "
+              "kept as <public_key>.old-<key id> for verify.")
 def keygen(config_path: Path | None, force: bool) -> None:
     """Create the Ed25519 key that signs checkpoints, and its public half (.pub)."""
     config = load_config(config_path)
@@ -98,6 +98,9 @@ def keygen(config_path: Path | None, force: bool) -> None:
     arch.close()
     if private.exists() and not force:
         raise click.ClickException(f"{private} exists (use --force to replace it)")
+    if public.exists():  # retired, kept: verify still needs it for older checkpoints
+        old = chain.key_id(chain.load_public(public))
+        public.rename(public.with_name(f"{public.name}.old-{old}"))
     kid = chain.generate_keys(private, public)
     click.echo(f"signing key {private} (keep secret)\npublic key  {public} (give to auditors)"
                f"\nkey id      {kid}")
@@ -123,11 +126,13 @@ def checkpoint(config_path: Path | None) -> None:
 @click.option("--since", help="Start at entry ID or at the first entry of a date.")
 @click.option("--export", "export_path", type=click.Path(file_okay=False, path_type=Path),
               help="Verify an export folder instead (needs only the public key).")
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path),
-              help="Public key (default: archive.public_key from the configuration).")
+@click.option("--public-key", "public_keys", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key, repeatable (default: archive.public_key from the "
+              "configuration and the keys it replaced).")
 @click.option("--json", "as_json", is_flag=True)
 def verify(config_path: Path | None, since: str | None, export_path: Path | None,
-           public_key: Path | None, as_json: bool) -> None:
+           public_keys: tuple[Path, ...], as_json: bool) -> None:
     """Recompute every blob hash and the chain, check every checkpoint signature.
 
     Exit status: 0 intact; 1 something was modified, deleted, inserted, reordered or
@@ -137,30 +142,35 @@ def verify(config_path: Path | None, since: str | None, export_path: Path | None
     from relay.archive.verify import verify_archive
 
     if export_path is not None:
-        key = _public_key(public_key, None if public_key else config_path)
-        report = verify_export(export_path, key)
+        keys = _public_keys(public_keys, config_path)
+        report = verify_export(export_path, keys)
     else:
         arch = _open(config_path)
         try:
-            key = _public_key(public_key or arch.public_key_path, None)
+            keys = _public_keys(public_keys, config_path)
             since_seq = _since_seq(arch, since)
-            report = _run_verify(arch, key, since_seq, as_json, verify_archive)
+            report = _run_verify(arch, keys, since_seq, as_json, verify_archive)
         finally:
             arch.close()
     _print_report(report, as_json)
     sys.exit(0 if report.ok else 1)
 
 
-def _public_key(path: Path | None, config_path: Path | None) -> Any:
-    if path is None:
+def _public_keys(paths: tuple[Path, ...], config_path: Path | None) -> list[Any]:
+    """The given keys, or the configured one and those `keygen --force` retired."""
+    if not paths:
         arch = Archive(load_config(config_path))
-        path = arch.public_key_path
+        current = arch.public_key_path
         arch.close()
-    try:
-        return chain.load_public(path)
-    except (OSError, ValueError) as exc:
-        click.echo(f"relay archive: cannot read the public key {path}: {exc}", err=True)
-        sys.exit(EX_USAGE)
+        paths = (current, *sorted(current.parent.glob(f"{current.name}.old-*")))
+    keys = []
+    for path in paths:
+        try:
+            keys.append(chain.load_public(path))
+        except (OSError, ValueError) as exc:
+            click.echo(f"relay archive: cannot read the public key {path}: {exc}", err=True)
+            sys.exit(EX_USAGE)
+    return keys
 
 
 def _since_seq(arch: Archive, since: str | None) -> int | None:
