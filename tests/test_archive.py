@@ -413,3 +413,21 @@ async def test_an_idle_relay_signs_its_tail_within_the_interval(tmp_path):
     with archive.engine.connect() as conn:
         assert conn.execute(sa.text(top)).scalar() == 3
     await archive.aclose()
+
+
+async def test_concurrent_sessions_share_commits_and_keep_one_chain(arch):
+    commits: list[int] = []
+    commit = arch._commit
+
+    def counting(batch):
+        commits.append(len(batch))
+        return commit(batch)
+
+    arch._commit = counting
+    messages = [message(i) for i in range(40)]
+    results = await asyncio.gather(*(arch.record(tx(UBND, OUTSIDE, TIEPDAN), raw, raw)
+                                     for raw in messages))
+    assert sorted(i for ids in results for i in ids) == list(range(1, 81))
+    assert all(ids[1] == ids[0] + 1 for ids in results)  # a message's entries stay together
+    assert sum(commits) == 40 and len(commits) < 40  # grouped
+    assert verify(arch).ok

@@ -8,6 +8,10 @@ Appends from every node that shares the database form one chain: the transaction
 starts by bumping the chain head row (`UPDATE archive_head ... RETURNING`), which
 takes the row lock on PostgreSQL and the write lock on SQLite, so the next append
 waits until this one commits and then links to it.
+
+Within a process, compression and blob files run in parallel threads; the messages
+whose blobs are ready while a commit runs are linked by the next one (group commit),
+so many sessions share one database commit instead of queueing for one each.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from relay.model import Transaction
 log = logging.getLogger(__name__)
 
 KINDS = ("personal", "official", "citizen_intake")
+MAX_BATCH = 256  # messages per group commit
 # Điều 4: ubnd@ is the province's official mailbox, tiepdan@ / tiepdan.<agency>@ citizen intake
 _CITIZEN_INTAKE = re.compile(r"^tiepdan(\.[a-z0-9-]+)?$")
 
@@ -98,6 +103,25 @@ def ranges(seqs: Iterable[int]) -> list[list[int]]:
     return out
 
 
+@dataclass
+class _Pending:
+    """A message ready to be linked into the chain: its parties, fields and blobs."""
+
+    parties: list[Party]
+    common: dict[str, Any]
+    blobs: dict[str, tuple[int, bytes]]
+
+
+def _settle(future: asyncio.Future[list[int]], ids: list[int] | None = None,
+            exc: BaseException | None = None) -> None:
+    if future.done():  # the session went away meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(ids or [])
+
+
 class Archive:
     def __init__(self, config: Config, engine: Engine | None = None,
                  services: dict[str, Any] | None = None, node: str | None = None) -> None:
@@ -116,6 +140,8 @@ class Archive:
         self._signer: Any = None
         self._signer_loaded = False
         self._ticker: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._waiting: list[tuple[_Pending, asyncio.Future[list[int]]]] = []
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -214,8 +240,9 @@ class Archive:
         parties = await self.parties(tx)
         if not parties:
             return []
-        ids = await asyncio.to_thread(self.append, parties, tx, accepted, delivered)
-        if self._ticker is None and self.signer() is not None:
+        pending = await asyncio.to_thread(self._prepare, parties, tx, accepted, delivered)
+        ids = await self._enqueue(pending)
+        if (self._ticker is None or self._ticker.done()) and self.signer() is not None:
             self._ticker = asyncio.create_task(self._sign_periodically())
         return ids
 
@@ -230,6 +257,13 @@ class Archive:
 
     def append(self, parties: Sequence[Party], tx: Transaction, accepted: bytes,
                delivered: bytes) -> list[int]:
+        """One message, synchronously: prepare and commit (what record() does, unbatched)."""
+        return self._commit([self._prepare(parties, tx, accepted, delivered)])[0]
+
+    def _prepare(self, parties: Sequence[Party], tx: Transaction, accepted: bytes,
+                 delivered: bytes) -> _Pending:
+        """Everything but the chain: index fields, compression, and (file store) the blobs
+        on disk and fsynced before any index row can name them. Runs in parallel."""
         head = Message(accepted)
         subject = _clean(head.decoded("Subject") or "")
         message_id = _clean((head.get("Message-ID") or "").strip(), 998)
@@ -253,7 +287,7 @@ class Archive:
         blobs = {a_hash: (len(accepted), compress(accepted))}
         if d_hash != a_hash:
             blobs[d_hash] = (len(delivered), compress(delivered))
-        if not self.blobs.in_transaction:  # files: on disk and fsynced before the index row
+        if not self.blobs.in_transaction:
             for digest, (size, stored) in blobs.items():
                 self.blobs.put(None, digest, size, stored)
         common = {
@@ -264,25 +298,63 @@ class Archive:
             "accepted_hash": a_hash, "accepted_size": len(accepted),
             "delivered_hash": d_hash, "delivered_size": len(delivered), "meta": meta,
         }
+        return _Pending(list(parties), common, blobs)
+
+    def _commit(self, batch: Sequence[_Pending]) -> list[list[int]]:
+        """Link a batch of messages into the chain in one transaction: one commit (one
+        fsync) however many sessions were waiting; the entry ids of each message."""
+        n = sum(len(p.parties) for p in batch)
         with self.engine.begin() as conn:
             if self.blobs.in_transaction:
-                for digest, (size, stored) in blobs.items():
-                    self.blobs.put(conn, digest, size, stored)
-            last, prev = self._take_head(conn, "entries", len(parties))
-            first = last - len(parties) + 1
+                for pending in batch:
+                    for digest, (size, stored) in pending.blobs.items():
+                        self.blobs.put(conn, digest, size, stored)
+            last, prev = self._take_head(conn, "entries", n)
+            seq = last - n + 1
             recorded_at = chain.now()
-            rows = []
-            for i, party in enumerate(parties):
-                row = {**common, "seq": first + i, "recorded_at": recorded_at,
-                       "mailbox": party.mailbox, "kind": party.kind,
-                       "direction": party.direction, "prev_hash": prev, "purged_at": None}
-                row["entry_hash"] = prev = chain.link(prev, chain.fields_digest(
-                    chain.entry_fields(row)))
-                rows.append(row)
+            rows, ids = [], []
+            for pending in batch:
+                ids.append(list(range(seq, seq + len(pending.parties))))
+                for party in pending.parties:
+                    row = {**pending.common, "seq": seq, "recorded_at": recorded_at,
+                           "mailbox": party.mailbox, "kind": party.kind,
+                           "direction": party.direction, "prev_hash": prev, "purged_at": None}
+                    row["entry_hash"] = prev = chain.link(prev, chain.fields_digest(
+                        chain.entry_fields(row)))
+                    rows.append(row)
+                    seq += 1
             conn.execute(schema.entry.insert(), rows)
             self._set_head(conn, "entries", prev)
-            self._maybe_checkpoint(conn, last, prev, len(parties), recorded_at)
-        return [r["seq"] for r in rows]
+            self._maybe_checkpoint(conn, last, prev, n, recorded_at)
+        return ids
+
+    async def _enqueue(self, pending: _Pending) -> list[int]:
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((pending, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_waiting())
+        return await future
+
+    async def _commit_waiting(self) -> None:
+        """Group commit: whatever arrived while the previous commit ran goes in the next."""
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                results = await asyncio.to_thread(self._commit, [p for p, _ in batch])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc=exc)
+                    continue
+                for pending, future in batch:  # one bad message must not fail the others
+                    try:
+                        [ids] = await asyncio.to_thread(self._commit, [pending])
+                    except Exception as one:
+                        _settle(future, exc=one)
+                    else:
+                        _settle(future, ids)
+                continue
+            for (_, future), ids in zip(batch, results, strict=True):
+                _settle(future, ids)
 
     @staticmethod
     def _take_head(conn: Connection, name: str, n: int) -> tuple[int, str]:
