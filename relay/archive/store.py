@@ -38,7 +38,6 @@ from relay.model import Transaction
 
 log = logging.getLogger(__name__)
 
-KINDS = ("personal", "official", "citizen_intake")
 MAX_BATCH = 256  # messages per group commit
 # Điều 4: ubnd@ is the province's official mailbox, tiepdan@ / tiepdan.<agency>@ citizen intake
 _CITIZEN_INTAKE = re.compile(r"^tiepdan(\.[a-z0-9-]+)?$")
