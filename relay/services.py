@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.archive import Archive
 from relay.config import Config
 from relay.directory.store import DirectoryStore
 
@@ -17,6 +18,9 @@ async def build(config: Config) -> dict[str, Any]:
     # opens (and migrates) the database on first use, so a relay without directory
     # policies never creates one
     services["directory"] = DirectoryStore(config)
+    if config.archive.enabled:
+        # looks up services["directory"] per message, so the order here does not matter
+        services["archive"] = Archive.open(config, services)
     return services
 
 

@@ -62,9 +62,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import directory, queue, serve, testmessage
+    from relay.cli import archive, directory, queue, serve, testmessage
 
-    for module in (serve, testmessage, queue, directory):
+    for module in (serve, testmessage, queue, directory, archive):
         for command in module.COMMANDS:
             main.add_command(command)
 
