@@ -20,7 +20,8 @@ from typing import Protocol
 import aiosmtplib
 
 from relay.config import Config
-from relay.spool import Envelope, fsync_dir, write_durably
+from relay.durable import fsync_dir, write_durably
+from relay.spool import Envelope
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")

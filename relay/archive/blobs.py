@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from relay.archive import schema
+from relay.durable import fsync_dir, write_durably
 
 LEVEL = 6
 
@@ -86,18 +87,14 @@ class FileBlobStore:
             return 0
         created = _makedirs(path.parent)
         tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            with open(fd, "wb", closefd=True) as fh:
-                fh.write(stored)
-                fh.flush()
-                os.fsync(fh.fileno())
+            write_durably(tmp, stored, 0o640)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         for folder in (path.parent, *created):
-            _fsync_dir(folder)
+            fsync_dir(folder)
         return len(stored)
 
     def get(self, conn: Connection | None, digest: str) -> bytes | None:
@@ -109,7 +106,7 @@ class FileBlobStore:
     def delete(self, conn: Connection | None, digest: str) -> None:
         path = self.path(digest)
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 class DbBlobStore:
@@ -151,11 +148,3 @@ def _makedirs(folder: Path) -> list[Path]:
             continue
         created.append(m.parent)
     return created
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
