@@ -160,6 +160,7 @@ def main() -> None:
                 if postfix_master is None or postfix_master() is None:
                     print("postfix not installed: no reference measured", file=sys.stderr)
                 else:
+                    (base / "postfix").mkdir()
                     postfix = PrivatePostfix(base / "postfix", ("127.0.0.1", sink.port))
                     postfix.start()
                     try:

@@ -127,11 +127,7 @@ class SmtpBackend:
         while self._idle:
             client = self._idle.pop()
             if client.is_connected:
-                try:
-                    await client.rset()
-                    return client
-                except aiosmtplib.SMTPException:
-                    client.close()
+                return client  # idle clients ended their last transaction cleanly
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, timeout=self.timeout,
             local_hostname=self.hostname, start_tls=False, tls_context=self._tls_context,
@@ -163,6 +159,13 @@ class SmtpBackend:
                 self._idle.append(client)
             return results
 
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """After a refused MAIL or all-refused RCPTs the session needs RSET before reuse."""
+        try:
+            await client.rset()
+        except aiosmtplib.SMTPException:
+            client.close()
+
     async def _transaction(self, client: aiosmtplib.SMTP, env: Envelope, data: bytes,
                            recipients: list[str]) -> dict[str, Result]:
         options = []
@@ -175,6 +178,7 @@ class SmtpBackend:
         try:
             await client.mail(sender, options=options)
         except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(client)
             return {r: result_for_code(exc.code, exc.message) for r in recipients}
         results: dict[str, Result] = {}
         accepted = []
@@ -185,7 +189,7 @@ class SmtpBackend:
             except aiosmtplib.SMTPResponseException as exc:
                 results[rcpt] = result_for_code(exc.code, exc.message)
         if not accepted:
-            await client.rset()
+            await self._reset(client)
             return results
         try:
             response = await client.data(crlf(data))
