@@ -7,7 +7,9 @@ sessions by the same asyncio client, to the same sink (Postfix's `smtp-sink`,
 C, so the sink is never the bottleneck; an aiosmtpd sink when it is missing).
 Reported: accepted msgs/s (250 after DATA), end-to-end msgs/s (all at the sink),
 p50/p99 acceptance latency (MAIL FROM to the 250 after DATA), and our/Postfix ratios.
-Each run uses a fresh state directory; the relay fsyncs before every 250.
+Each run uses a fresh state directory; the relay fsyncs before every 250. The
+default recipient is a personal mailbox; `--to ubnd@dienbien.gov.vn` measures the
+path of official mail, which is also archived (Điều 8) before the 250.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 from tests.fixtures.relayproc import Relay, free_port  # noqa: E402
 
 
-def message(i: int, size: int) -> bytes:
-    head = (f"From: bench@example.org\r\nTo: ubnd@dienbien.gov.vn\r\nSubject: bench {i}\r\n"
+def message(i: int, size: int, rcpt: str) -> bytes:
+    head = (f"From: bench@example.org\r\nTo: {rcpt}\r\nSubject: bench {i}\r\n"
             f"Date: Sun, 29 Nov 2026 10:00:00 +0700\r\nMessage-ID: <b{i}@example.org>\r\n\r\n")
     line = b"Kinh gui Uy ban nhan dan tinh Dien Bien, bao cao so lieu thang 11.\r\n"
     body = line * max(1, (size - len(head)) // len(line))
@@ -82,9 +84,10 @@ class Sink:
             self.thread_sink.stop()
 
 
-async def load(port: int, count: int, sessions: int, size: int) -> tuple[float, list[float]]:
+async def load(port: int, count: int, sessions: int, size: int, rcpt: str
+               ) -> tuple[float, list[float]]:
     latencies: list[float] = []
-    bodies = [message(i, size) for i in range(count)]
+    bodies = [message(i, size, rcpt) for i in range(count)]
 
     async def session(offset: int) -> None:
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60,
@@ -92,7 +95,7 @@ async def load(port: int, count: int, sessions: int, size: int) -> tuple[float, 
         await client.connect()
         for i in range(offset, count, sessions):
             t0 = time.perf_counter()
-            await client.sendmail("bench@example.org", ["ubnd@dienbien.gov.vn"], bodies[i])
+            await client.sendmail("bench@example.org", [rcpt], bodies[i])
             latencies.append(time.perf_counter() - t0)
         await client.quit()
 
@@ -104,7 +107,7 @@ async def load(port: int, count: int, sessions: int, size: int) -> tuple[float, 
 def measure(name: str, port: int, sink: Sink, args: argparse.Namespace) -> dict[str, float]:
     sink.reset()
     start = time.perf_counter()
-    elapsed, latencies = asyncio.run(load(port, args.n, args.sessions, args.size))
+    elapsed, latencies = asyncio.run(load(port, args.n, args.sessions, args.size, args.to))
     deadline = time.monotonic() + 300
     while sink.count() < args.n and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -130,6 +133,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000, help="messages per MTA")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--size", type=int, default=10240)
+    parser.add_argument("--to", default="an@dienbien.gov.vn",
+                        help="recipient; an official one (ubnd@dienbien.gov.vn) adds the archive")
     parser.add_argument("--no-postfix", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -160,6 +165,7 @@ def main() -> None:
                 if postfix_master is None or postfix_master() is None:
                     print("postfix not installed: no reference measured", file=sys.stderr)
                 else:
+                    (base / "postfix").mkdir()
                     postfix = PrivatePostfix(base / "postfix", ("127.0.0.1", sink.port))
                     postfix.start()
                     try:

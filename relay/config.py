@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -196,6 +197,23 @@ class MilterConfig(Section):
     metrics_bind: HostPort | None = None
 
 
+class ArchiveConfig(Section):
+    """Điều 8: what is archived, where, how it is signed and how long it is kept."""
+
+    enabled: StrictBool = True
+    kinds: list[Literal["personal", "official", "citizen_intake"]] = [
+        "official", "citizen_intake"]
+    mailboxes: list[StrictStr] = []  # opt-in: archived whatever their kind
+    official: list[StrictStr] = []  # official addresses the naming rule cannot tell (no directory)
+    blob_store: Literal["auto", "files", "database"] = "auto"  # auto: files on SQLite, else db
+    blob_path: StrictStr = "archive/blobs"  # relative to state_dir; a folder all nodes reach
+    checkpoint_every: StrictInt = Field(1000, ge=1)  # sign the chain head every N entries
+    checkpoint_interval: Duration = 3600.0  # ... or when the last checkpoint is this old
+    signing_key: StrictStr = "archive/signing.key"  # relative to state_dir
+    public_key: StrictStr = ""  # default: signing_key + ".pub"
+    retention: Duration = 3650 * 86400.0  # 0: keep forever
+
+
 class Config(Section):
     server: ServerConfig = ServerConfig()
     listeners: dict[str, ListenerConfig] = {
@@ -207,6 +225,7 @@ class Config(Section):
     queue: QueueConfig = QueueConfig()
     directory: DirectoryConfig = DirectoryConfig()
     milter: MilterConfig = MilterConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )

@@ -108,7 +108,7 @@ class QueueRunner:
             self._due.pop(qid, None)
             return
         env, data = await asyncio.to_thread(self.spool.load, qid)
-        state = self.spool.load_state(qid)
+        state = await asyncio.to_thread(self.spool.load_state, qid)
         pending = state.pending(env)
         results = await self.router.deliver(env, data, pending) if pending else {}
         now = time.time()
@@ -139,12 +139,12 @@ class QueueRunner:
         if failures:
             await self._bounce(env, data, failures, expired)
         if not state.pending(env):
-            self.spool.remove(qid)
+            await asyncio.to_thread(self.spool.remove, qid)
             self._due.pop(qid, None)
             return
         q = self.config.queue
         state.next_attempt = now + backoff(state.attempts, q.min_backoff, q.max_backoff)
-        self.spool.save_state(qid, state)
+        await asyncio.to_thread(self.spool.save_state, qid, state)
         self._due[qid] = state.next_attempt
 
     async def _bounce(self, env: Envelope, data: bytes, failures: dict[str, str],

@@ -135,15 +135,18 @@ class RelaySMTP(SMTP):
             CONNECTIONS.dec()
             self.finish_transaction()
 
-    def finish_transaction(self, action: str | None = None, reply: Reply | str = "") -> None:
+    def finish_transaction(self) -> None:
         """Write the decision-log line of a transaction that ended without DATA."""
         tx = self.tx
-        if tx is None or not tx.mail_from and not tx.decisions and not tx.rcpt_to:
-            return
-        if tx.cache.pop("logged", False):
+        if tx is None or tx.cache.get("logged") or not (tx.mail_from or tx.decisions
+                                                         or tx.rcpt_to):
             return
         last = tx.cache.get("last_reply", "")
-        self.hub.decisions.write(record(tx, action or "abandoned", reply or last))
+        if tx.rcpt_to or not last:
+            action = "abandoned"  # the client went away or reset before DATA
+        else:
+            action = "tempfail" if last.startswith("4") else "reject"
+        self.hub.decisions.write(record(tx, action, last))
         tx.cache["logged"] = True
 
     async def smtp_MAIL(self, arg: str | None) -> None:

@@ -272,3 +272,19 @@ def test_idle_and_data_timeouts_close_the_session(relay_factory):
                 time.sleep(0.1)
         assert 1.5 < time.monotonic() - start < 6
     assert not relay.maildir("ubnd@dienbien.gov.vn")
+
+
+def test_decision_log_has_one_line_per_transaction(relay_factory):
+    relay = relay_factory()
+    with smtp(relay.mx) as client:
+        client.sendmail("an@example.org", ["ubnd@dienbien.gov.vn"], MSG)
+        client.mail("an@example.org")
+        client.rcpt("victim@gmail.com")  # refused: the transaction ends at RSET
+        client.rset()
+        client.mail("an@example.org")
+        client.rcpt("ubnd@dienbien.gov.vn")  # accepted, then the client quits before DATA
+    wait_for(lambda: len(relay.decisions()) >= 3)
+    time.sleep(0.3)
+    assert [d["action"] for d in relay.decisions()] == ["accept", "reject", "abandoned"]
+    reject = relay.decisions()[1]
+    assert "Relay access denied" in reject["reply"] and reject["queue_id"] is None

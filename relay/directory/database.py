@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from alembic import command
@@ -17,7 +16,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "directory_alembic_version"
 # any constant: serialises migrations when several nodes start at once on one PostgreSQL
 _PG_LOCK = 0x6469726563746F72  # "director"
-_ALEMBIC = threading.Lock()
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -46,7 +44,7 @@ def migrate(engine: Engine) -> None:
     with engine.connect() as conn:
         if current_revision(conn) == head:
             return
-    with _ALEMBIC, migration_lock(engine, _PG_LOCK) as conn:  # alembic's context is global
+    with migration_lock(engine, _PG_LOCK) as conn:
         if current_revision(conn) != head:
             command.upgrade(alembic_config(conn), "head")
 
