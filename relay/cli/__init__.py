@@ -62,9 +62,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import queue, serve, testmessage
+    from relay.cli import queue, serve, testmessage, text
 
-    for module in (serve, testmessage, queue):
+    for module in (serve, testmessage, queue, text):
         for command in module.COMMANDS:
             main.add_command(command)
 
