@@ -20,7 +20,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -68,9 +67,12 @@ def parse_hostport(value: Any) -> tuple[str, int]:
     raise ValueError(f"expected HOST:PORT, got {value!r}")
 
 
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
 def check_domain(value: str) -> str:
     value = value.strip().lower().rstrip(".")
-    if not re.fullmatch(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", value):
+    if not _DOMAIN.fullmatch(value):
         raise ValueError(f"expected a domain name, got {value!r}")
     return value
 
@@ -96,6 +98,7 @@ class ServerConfig(Section):
     hostname: StrictStr = Field(default_factory=socket.getfqdn)
     local_domains: list[Domain] = ["dienbien.gov.vn"]
     state_dir: StrictStr = "var"
+    spool_dir: StrictStr = ""  # empty: state_dir/queue
     trusted_networks: list[Network] = []
     max_message_size: StrictInt = Field(26_214_400, ge=1024, le=2**31)
     max_recipients: StrictInt = Field(100, ge=1, le=100_000)
@@ -176,7 +179,7 @@ class Config(Section):
 
     @property
     def spool_path(self) -> Path:
-        return self.state_path / "queue"
+        return self.state_file(self.server.spool_dir or "queue")
 
     @property
     def directory_url(self) -> str:

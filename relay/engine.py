@@ -31,8 +31,11 @@ from relay.model import (
 log = logging.getLogger(__name__)
 
 # RFC 5321 4.5.3.1: 64 octets local part, 255 domain, 256 path; printable, no controls
-_ADDRESS = re.compile(r"^[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f]{1,64}@[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f]{1,255}$")
-_QUOTED_LOCAL = re.compile(r'^"(?:[^"\\\x00-\x1f\x7f]|\\[ -~]){0,62}"@[^\s<>@\x00-\x1f\x7f]{1,255}$')
+_ATOM = r"[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f]"
+_ADDRESS = re.compile(rf"^{_ATOM}{{1,64}}@{_ATOM}{{1,255}}$")
+_QUOTED_LOCAL = re.compile(
+    r'^"(?:[^"\\\x00-\x1f\x7f]|\\[ -~]){0,62}"@[^\s<>@\x00-\x1f\x7f]{1,255}$'
+)
 
 
 def valid_address(address: str) -> bool:

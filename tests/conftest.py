@@ -3,4 +3,6 @@ naming the missing program, where that program is not installed."""
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.relayproc",
+    "tests.fixtures.sink",
 ]

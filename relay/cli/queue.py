@@ -1,7 +1,171 @@
-"""`relay queue`: list, show, flush, delete, hold, release."""
+"""`relay queue`: list, show, flush, delete, hold, release (postqueue/postsuper style)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from relay.cli import config_option, load_config, print_json
+from relay.config import Config
+from relay.spool import Spool
+
+
+def _spool(config: Config) -> Spool:
+    if not config.spool_path.exists():
+        click.echo(f"relay: no queue at {config.spool_path}", err=True)
+        sys.exit(1)
+    return Spool(config.spool_path)
+
+
+def _entry(spool: Spool, qid: str) -> dict:
+    env = spool.load_envelope(qid)
+    state = spool.load_state(qid)
+    held = spool.is_held(qid)
+    name = "hold" if held else ("deferred" if state.attempts else "active")
+    recipients = []
+    for address in state.pending(env):
+        rs = state.recipients.get(address)
+        item: dict = {"address": address}
+        if rs is not None and rs.reason:
+            item["delay_reason"] = rs.reason
+        recipients.append(item)
+    return {
+        "queue_name": name,
+        "queue_id": qid,
+        "arrival_time": int(env.arrival_time),
+        "message_size": env.size,
+        "forced_expire": False,
+        "sender": env.sender,
+        "recipients": recipients,
+        "attempts": state.attempts,
+        "next_attempt": int(state.next_attempt) if state.next_attempt else None,
+    }
+
+
+def _notify_relay(config: Config) -> None:
+    """Ask a running relay to rescan its queue now (SIGUSR1), if one is running."""
+    try:
+        pid = int(config.state_file("relay.pid").read_text())
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        pass
+
+
+def _ids(spool: Spool, ids: Iterable[str]) -> list[str]:
+    ids = list(ids)
+    if ids == ["-"]:
+        ids = [line.strip() for line in sys.stdin if line.strip()]
+    if ids == ["ALL"]:
+        return list(spool.ids())
+    return ids
+
+
+@click.group("queue")
+def queue() -> None:
+    """Inspect and manage the mail queue."""
+
+
+@queue.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON Lines with postqueue -j field names.")
+def list_(config_path: Path | None, as_json: bool) -> None:
+    """List queued messages (like mailq)."""
+    spool = _spool(load_config(config_path))
+    count = 0
+    for qid in spool.ids():
+        try:
+            entry = _entry(spool, qid)
+        except (KeyError, ValueError):
+            continue  # delivered or moved while we listed
+        count += 1
+        if as_json:
+            print_json(entry)
+            continue
+        mark = {"hold": "!", "active": "*"}.get(entry["queue_name"], " ")
+        arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(entry["arrival_time"]))
+        click.echo(f"{qid}{mark} {entry['message_size']:>8} {arrival}  <{entry['sender']}>")
+        for r in entry["recipients"]:
+            if "delay_reason" in r:
+                click.echo(f"    ({r['delay_reason']})")
+            click.echo(f"    {r['address']}")
+    if not as_json:
+        click.echo("Mail queue is empty" if count == 0 else f"-- {count} messages")
+
+
+@queue.command("show")
+@config_option
+@click.argument("queue_id")
+def show(config_path: Path | None, queue_id: str) -> None:
+    """Print a queued message with its envelope and delivery state."""
+    spool = _spool(load_config(config_path))
+    try:
+        entry = _entry(spool, queue_id)
+        _, data = spool.load(queue_id)
+    except KeyError:
+        click.echo(f"relay: no message {queue_id} in the queue", err=True)
+        sys.exit(1)
+    for key in ("queue_name", "sender", "arrival_time", "message_size", "attempts"):
+        click.echo(f"{key}: {entry[key]}")
+    for r in entry["recipients"]:
+        click.echo(f"recipient: {r['address']} {r.get('delay_reason', '')}".rstrip())
+    click.echo("")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+
+
+@queue.command("flush")
+@config_option
+def flush(config_path: Path | None) -> None:
+    """Try every deferred message now."""
+    config = load_config(config_path)
+    spool = _spool(config)
+    count = 0
+    for qid in spool.ids(held=False):
+        try:
+            state = spool.load_state(qid)
+            state.next_attempt = 0
+            spool.save_state(qid, state)
+            count += 1
+        except KeyError:
+            continue
+    _notify_relay(config)
+    click.echo(f"{count} messages scheduled for immediate delivery")
+
+
+def _bulk(name: str, verb: str, help_text: str) -> click.Command:
+    @click.command(name, help=help_text)
+    @config_option
+    @click.argument("queue_ids", nargs=-1, required=True)
+    def command(config_path: Path | None, queue_ids: tuple[str, ...]) -> None:
+        config = load_config(config_path)
+        spool = _spool(config)
+        done = missing = 0
+        for qid in _ids(spool, queue_ids):
+            try:
+                getattr(spool, verb)(qid)
+                done += 1
+            except KeyError:
+                missing += 1
+                click.echo(f"relay: {qid}: not in the queue", err=True)
+        _notify_relay(config)
+        click.echo(f"{name}: {done} messages")
+        sys.exit(1 if missing else 0)
+
+    return command
+
+
+for _name, _verb, _help in (
+    ("delete", "remove", "Delete messages: QUEUE_ID..., - (ids from stdin) or ALL."),
+    ("hold", "hold", "Put messages on hold: QUEUE_ID..., - or ALL."),
+    ("release", "release", "Release held messages: QUEUE_ID..., - or ALL."),
+):
+    queue.add_command(_bulk(_name, _verb, _help))
+
+COMMANDS = [queue]

@@ -1,0 +1,48 @@
+"""The decision log: one JSON line per transaction, for administrators and auditors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from relay.model import Reply, Transaction
+
+
+def record(tx: Transaction, action: str, reply: Reply | str, size: int | None = None
+           ) -> dict[str, Any]:
+    msg = tx.message
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "client_ip": tx.client_ip,
+        "listener": tx.listener,
+        "helo": tx.helo,
+        "tls": tx.tls,
+        "auth": tx.auth_login,
+        "mail_from": tx.mail_from,
+        "rcpt_to": tx.rcpt_to,
+        "message_id": msg.get("Message-ID") if msg else None,
+        "size": size if size is not None else (len(msg.raw) if msg else None),
+        "findings": [d.as_dict() for d in tx.decisions],
+        "action": action,
+        "reply": str(reply),
+        "queue_id": tx.queue_id if action == "accept" else None,
+    }
+
+
+class DecisionLog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._fh = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        with self._lock:
+            self._fh.write(line + "\n")
+
+    def close(self) -> None:
+        self._fh.close()

@@ -1,0 +1,350 @@
+"""Delivery to the backend mail store (Maildir, SMTP, LMTP) and to the outbound relayhost.
+
+Each backend returns a result per recipient: delivered, temporary or permanent
+failure, with the remote reply, so the queue runner can retry or bounce.
+Line endings are normalised to CRLF and bare CR/LF are never forwarded (SMTP
+smuggling: the stock Postfix on Debian 12 still accepts bare LF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from relay.config import Config
+from relay.spool import Envelope, fsync_dir, write_durably
+
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def crlf(data: bytes) -> bytes:
+    data = _LINE_ENDINGS.sub(b"\r\n", data)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # delivered | temporary | permanent
+    reply: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "delivered"
+
+
+DELIVERED = Result("delivered", "250 OK")
+
+
+def result_for_code(code: int, text: str) -> Result:
+    reply = f"{code} {text}".strip()
+    if 200 <= code < 300:
+        return Result("delivered", reply)
+    return Result("permanent" if 500 <= code < 600 else "temporary", reply)
+
+
+class Backend(Protocol):
+    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class MaildirBackend:
+    """path/<address>/{tmp,new,cur}: write to tmp, fsync, rename into new, fsync new."""
+
+    def __init__(self, root: Path, hostname: str) -> None:
+        self.root = root
+        self.hostname = hostname.replace("/", "_").replace(":", "_")
+        self._seq = 0
+
+    def _unique(self) -> str:
+        self._seq += 1
+        now = time.time()
+        return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._seq}.{self.hostname}"
+
+    def _deliver_one(self, rcpt: str, data: bytes) -> Result:
+        folder = self.root / mailbox_folder(rcpt)
+        for sub in ("tmp", "new", "cur"):
+            (folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = self._unique()
+        tmp = folder / "tmp" / name
+        write_durably(tmp, data)
+        os.rename(tmp, folder / "new" / name)
+        fsync_dir(folder / "new")
+        return Result("delivered", f"250 2.0.0 maildir {folder.name}/new/{name}")
+
+    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+        results = {}
+        for rcpt in recipients:
+            headers = (f"Return-Path: <{env.sender}>\r\nDelivered-To: {rcpt}\r\n").encode()
+            try:
+                results[rcpt] = await asyncio.to_thread(self._deliver_one, rcpt, headers + data)
+            except OSError as exc:
+                results[rcpt] = Result("temporary", f"451 4.3.0 maildir write failed: {exc}")
+        return results
+
+    async def close(self) -> None:
+        pass
+
+
+def mailbox_folder(address: str) -> str:
+    """The Maildir folder name of an address: lowercased, no path tricks."""
+    name = address.strip().lower()
+    if not name or name.startswith(".") or "/" in name or "\0" in name:
+        raise ValueError(f"unsafe mailbox name {address!r}")
+    return name
+
+
+class SmtpBackend:
+    """SMTP via aiosmtplib, keeping up to `max_connections` sessions open for reuse."""
+
+    def __init__(self, host: str, port: int, hostname: str, timeout: float,
+                 max_connections: int, starttls: str = "none") -> None:
+        self.host, self.port, self.hostname = host, port, hostname
+        self.timeout = timeout
+        self.starttls = starttls
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(max_connections)
+        # built once: loading the CA store takes ~20 ms and would stall the event loop
+        self._tls_context = ssl.create_default_context()
+        if starttls != "required":
+            # opportunistic TLS protects against passive reading only; do not fail on names
+            self._tls_context.check_hostname = False
+            self._tls_context.verify_mode = ssl.CERT_NONE
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                try:
+                    await client.rset()
+                    return client
+                except aiosmtplib.SMTPException:
+                    client.close()
+        client = aiosmtplib.SMTP(
+            hostname=self.host, port=self.port, timeout=self.timeout,
+            local_hostname=self.hostname, start_tls=False, tls_context=self._tls_context,
+        )
+        await client.connect()
+        await client.ehlo()
+        if self.starttls != "none" and client.supports_extension("starttls"):
+            await client.starttls()
+            await client.ehlo()
+        elif self.starttls == "required":
+            client.close()
+            raise aiosmtplib.SMTPException("STARTTLS required but not offered")
+        return client
+
+    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+        async with self._slots:
+            try:
+                client = await self._connect()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                return {r: Result("temporary", f"connect to {self.host}:{self.port}: {exc}")
+                        for r in recipients}
+            try:
+                results = await self._transaction(client, env, data, recipients)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                client.close()
+                return {r: Result("temporary", f"{self.host}:{self.port}: {exc}")
+                        for r in recipients}
+            if client.is_connected:
+                self._idle.append(client)
+            return results
+
+    async def _transaction(self, client: aiosmtplib.SMTP, env: Envelope, data: bytes,
+                           recipients: list[str]) -> dict[str, Result]:
+        options = []
+        if client.supports_extension("smtputf8") and not _is_ascii(env.sender, recipients):
+            options.append("SMTPUTF8")
+        if client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        # aiosmtpd hands us the null sender as "<>"; aiosmtplib wants "" for it
+        sender = "" if env.sender in ("", "<>") else env.sender
+        try:
+            await client.mail(sender, options=options)
+        except aiosmtplib.SMTPResponseException as exc:
+            return {r: result_for_code(exc.code, exc.message) for r in recipients}
+        results: dict[str, Result] = {}
+        accepted = []
+        for rcpt in recipients:
+            try:
+                await client.rcpt(rcpt)
+                accepted.append(rcpt)
+            except aiosmtplib.SMTPResponseException as exc:
+                results[rcpt] = result_for_code(exc.code, exc.message)
+        if not accepted:
+            await client.rset()
+            return results
+        try:
+            response = await client.data(crlf(data))
+            final = result_for_code(response.code, response.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            final = result_for_code(exc.code, exc.message)
+        for rcpt in accepted:
+            results[rcpt] = final
+        return results
+
+    async def close(self) -> None:
+        for client in self._idle:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        self._idle.clear()
+
+
+def _is_ascii(sender: str, recipients: list[str]) -> bool:
+    return all(a.isascii() for a in (sender, *recipients))
+
+
+class LmtpBackend:
+    """LMTP (RFC 2033): one reply per recipient after DATA, which aiosmtplib does not read,
+    so this is a small client of its own on asyncio streams."""
+
+    def __init__(self, host: str, port: int, hostname: str, timeout: float) -> None:
+        self.host, self.port, self.hostname, self.timeout = host, port, hostname, timeout
+        self._lock = asyncio.Lock()
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def _reply(self, reader: asyncio.StreamReader) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = await asyncio.wait_for(reader.readline(), self.timeout)
+            if not line:
+                raise ConnectionError("LMTP server closed the connection")
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            lines.append(text[4:])
+            if len(text) < 4 or text[3] != "-":
+                return int(text[:3]), " ".join(lines)
+
+    async def _command(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                       line: str) -> tuple[int, str]:
+        reader, writer = conn
+        if any(c in line for c in "\r\n\0"):
+            raise ValueError("control character in LMTP command")
+        writer.write(line.encode("utf-8") + b"\r\n")
+        await writer.drain()
+        return await self._reply(reader)
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._conn is not None:
+            try:
+                code, _ = await self._command(self._conn, "RSET")
+                if code == 250:
+                    return self._conn
+            except (TimeoutError, OSError, ConnectionError):
+                pass
+            self._conn[1].close()
+            self._conn = None
+        if self.host.startswith("/"):
+            conn = await asyncio.wait_for(asyncio.open_unix_connection(self.host), self.timeout)
+        else:
+            conn = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self.timeout)
+        code, text = await self._reply(conn[0])
+        if code != 220:
+            raise ConnectionError(f"LMTP greeting {code} {text}")
+        code, text = await self._command(conn, f"LHLO {self.hostname}")
+        if code != 250:
+            raise ConnectionError(f"LHLO refused: {code} {text}")
+        self._conn = conn
+        return conn
+
+    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+        async with self._lock:
+            try:
+                return await self._deliver(env, data, recipients)
+            except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
+                if self._conn is not None:
+                    self._conn[1].close()
+                    self._conn = None
+                return {r: Result("temporary", f"LMTP {self.host}:{self.port}: {exc}")
+                        for r in recipients}
+
+    async def _deliver(self, env: Envelope, data: bytes,
+                       recipients: list[str]) -> dict[str, Result]:
+        conn = await self._open()
+        sender = "" if env.sender in ("", "<>") else env.sender
+        code, text = await self._command(conn, f"MAIL FROM:<{sender}>")
+        if code != 250:
+            return {r: result_for_code(code, text) for r in recipients}
+        results: dict[str, Result] = {}
+        accepted = []
+        for rcpt in recipients:
+            code, text = await self._command(conn, f"RCPT TO:<{rcpt}>")
+            if code == 250:
+                accepted.append(rcpt)
+            else:
+                results[rcpt] = result_for_code(code, text)
+        if not accepted:
+            return results
+        code, text = await self._command(conn, "DATA")
+        if code != 354:
+            return {**results, **{r: result_for_code(code, text) for r in accepted}}
+        reader, writer = conn
+        writer.write(_LEADING_DOT.sub(b"..", crlf(data)) + b".\r\n")
+        await writer.drain()
+        for rcpt in accepted:  # RFC 2033 4.2: one reply per accepted recipient, in order
+            code, text = await self._reply(reader)
+            results[rcpt] = result_for_code(code, text)
+        return results
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._command(self._conn, "QUIT")
+            except (TimeoutError, OSError, ConnectionError):
+                pass
+            self._conn[1].close()
+            self._conn = None
+
+
+class Router:
+    """Local recipients go to the backend, others to the relayhost."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        b = config.backend
+        hostname = config.server.hostname
+        self.local: Backend
+        if b.kind == "maildir":
+            self.local = MaildirBackend(config.state_file(b.path), hostname)
+        elif b.kind == "smtp":
+            self.local = SmtpBackend(b.host, b.port, hostname, b.timeout, b.max_connections)
+        else:
+            self.local = LmtpBackend(b.host, b.port, hostname, b.timeout)
+        out = config.outbound
+        self.outbound: Backend | None = None
+        if out.relayhost is not None:
+            self.outbound = SmtpBackend(out.relayhost[0], out.relayhost[1], hostname,
+                                        out.timeout, 4, out.starttls)
+
+    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+        local = [r for r in recipients if self.config.is_local(r)]
+        remote = [r for r in recipients if not self.config.is_local(r)]
+        results: dict[str, Result] = {}
+        if local:
+            results.update(await self.local.deliver(env, data, local))
+        if remote:
+            if self.outbound is None:
+                results.update({r: Result("temporary", "no route: outbound.relayhost is not set")
+                                for r in remote})
+            else:
+                results.update(await self.outbound.deliver(env, data, remote))
+        return results
+
+    async def close(self) -> None:
+        await self.local.close()
+        if self.outbound is not None:
+            await self.outbound.close()

@@ -1,0 +1,158 @@
+"""The queue runner: delivers what the spool holds, retries with backoff, bounces.
+
+It keeps only a schedule in memory; the spool is the truth, so a restart (or a
+`kill -9`) resumes from whatever `active/` holds. Delivery is at least once: a
+crash between a delivery and the state update can deliver a message twice,
+never zero times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from relay.config import Config
+from relay.delivery import Router
+from relay.dsn import build_dsn
+from relay.model import new_id
+from relay.spool import Envelope, RecipientState, Spool
+
+log = logging.getLogger(__name__)
+
+
+def backoff(attempts: int, minimum: float, maximum: float) -> float:
+    return min(maximum, minimum * 2 ** max(0, attempts - 1))
+
+
+class QueueRunner:
+    def __init__(self, config: Config, spool: Spool, router: Router) -> None:
+        self.config = config
+        self.spool = spool
+        self.router = router
+        self._due: dict[str, float] = {}
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.queue.concurrency)
+        self._stopping = False
+        self.delivered = 0
+        self.bounced = 0
+
+    def submit(self, queue_id: str) -> None:
+        """A new message is on disk: try it now."""
+        self._due[queue_id] = 0.0
+        self._wake.set()
+
+    def rescan(self) -> None:
+        """Pick up what changed on disk (restart, `queue release`, `queue flush`)."""
+        present = set()
+        for qid in self.spool.ids(held=False):
+            present.add(qid)
+            try:
+                self._due[qid] = self.spool.load_state(qid).next_attempt
+            except (KeyError, ValueError):
+                continue
+        for qid in list(self._due):
+            if qid not in present and qid not in self._inflight:
+                del self._due[qid]
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.rescan()
+        last_scan = time.monotonic()
+        while not self._stopping:
+            now = time.time()
+            for qid, due in list(self._due.items()):
+                if due <= now and qid not in self._inflight:
+                    self._inflight.add(qid)
+                    task = asyncio.create_task(self._attempt(qid))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            waiting = [d for q, d in self._due.items() if q not in self._inflight]
+            timeout = self.config.queue.scan_interval
+            if waiting:
+                timeout = max(0.05, min(timeout, min(waiting) - time.time()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if time.monotonic() - last_scan >= self.config.queue.scan_interval:
+                self.rescan()
+                last_scan = time.monotonic()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+
+    async def _attempt(self, qid: str) -> None:
+        try:
+            async with self._slots:
+                await self._deliver(qid)
+        except KeyError:
+            self._due.pop(qid, None)  # deleted or held meanwhile
+        except Exception:
+            log.exception("queue %s: delivery attempt failed", qid)
+            self._due[qid] = time.time() + self.config.queue.min_backoff
+        finally:
+            self._inflight.discard(qid)
+            self._wake.set()
+
+    async def _deliver(self, qid: str) -> None:
+        if self.spool.is_held(qid):
+            self._due.pop(qid, None)
+            return
+        env, data = await asyncio.to_thread(self.spool.load, qid)
+        state = self.spool.load_state(qid)
+        pending = state.pending(env)
+        results = await self.router.deliver(env, data, pending) if pending else {}
+        now = time.time()
+        failures: dict[str, str] = {}
+        for rcpt, result in results.items():
+            rs = state.recipients.setdefault(rcpt, RecipientState())
+            rs.attempts += 1
+            rs.reason = result.reply
+            if result.ok:
+                rs.status = "delivered"
+                self.delivered += 1
+                log.info("queue %s: to=<%s> status=sent (%s)", qid, rcpt, result.reply)
+            elif result.status == "permanent":
+                rs.status = "failed"
+                failures[rcpt] = result.reply
+                log.info("queue %s: to=<%s> status=bounced (%s)", qid, rcpt, result.reply)
+            else:
+                log.info("queue %s: to=<%s> status=deferred (%s)", qid, rcpt, result.reply)
+        state.attempts += 1
+        state.last_attempt = now
+        expired = now - env.arrival_time > self.config.queue.max_queue_lifetime
+        if expired:
+            for rcpt in state.pending(env):
+                rs = state.recipients.setdefault(rcpt, RecipientState())
+                rs.status = "failed"
+                failures[rcpt] = rs.reason or "delivery time expired"
+        if failures:
+            await self._bounce(env, data, failures, expired)
+        if not state.pending(env):
+            self.spool.remove(qid)
+            self._due.pop(qid, None)
+            return
+        q = self.config.queue
+        state.next_attempt = now + backoff(state.attempts, q.min_backoff, q.max_backoff)
+        self.spool.save_state(qid, state)
+        self._due[qid] = state.next_attempt
+
+    async def _bounce(self, env: Envelope, data: bytes, failures: dict[str, str],
+                      expired: bool) -> None:
+        """Queue an RFC 3464 DSN to the sender; never to the null sender, never for a DSN."""
+        if env.is_dsn or env.sender in ("", "<>"):
+            log.info("queue %s: no bounce for null sender; dropped %s", env.queue_id,
+                     ", ".join(failures))
+            return
+        dsn = build_dsn(env, data, failures, self.config.server.hostname, expired=expired)
+        bounce = Envelope(queue_id=new_id(), sender="", recipients=[env.sender], is_dsn=True)
+        await self.spool.put(bounce, dsn)
+        self.bounced += 1
+        self.submit(bounce.queue_id)

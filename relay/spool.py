@@ -1,0 +1,217 @@
+"""The durable queue on disk.
+
+`put()` returns only when the message and its envelope are in a file that is
+fsynced and renamed into `active/`, and that directory is fsynced too: this is
+what lets the SMTP front answer `250`. Concurrent puts share directory fsyncs
+(group commit): one fsync covers every rename that happened before it began.
+
+Layout under `state_dir/queue/`:
+  tmp/            files being written (removed at start-up: never acknowledged)
+  active/ID       envelope (one JSON line after a magic line) + the message bytes
+  active/ID.json  delivery state (attempts, next try, per-recipient results)
+  hold/           the same, for messages an administrator put on hold
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"RELAYQ1\n"
+
+
+@dataclass
+class Envelope:
+    queue_id: str
+    sender: str
+    recipients: list[str]
+    arrival_time: float = field(default_factory=time.time)
+    client_ip: str = ""
+    listener: str = ""
+    auth_login: str | None = None
+    size: int = 0
+    is_dsn: bool = False
+
+
+@dataclass
+class RecipientState:
+    status: str = "pending"  # pending | delivered | failed
+    reason: str = ""
+    attempts: int = 0
+
+
+@dataclass
+class State:
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_attempt: float = 0.0
+    recipients: dict[str, RecipientState] = field(default_factory=dict)
+
+    def pending(self, envelope: Envelope) -> list[str]:
+        return [r for r in envelope.recipients
+                if self.recipients.get(r, RecipientState()).status == "pending"]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> State:
+        rcpts = {k: RecipientState(**v) for k, v in data.pop("recipients", {}).items()}
+        return cls(recipients=rcpts, **data)
+
+
+class GroupSync:
+    """fsync a directory so that each caller is covered by a sync that began after it asked."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor) -> None:
+        self.path = path
+        self._executor = executor
+        self._lock = asyncio.Lock()
+        self._started = 0
+        self._completed = 0
+
+    async def sync(self) -> None:
+        needed = self._started + 1
+        async with self._lock:
+            if self._completed >= needed:
+                return  # a sync that started after our rename already finished
+            self._started += 1
+            mine = self._started
+            await asyncio.get_running_loop().run_in_executor(self._executor, fsync_dir, self.path)
+            self._completed = mine
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write, fsync, close: the bytes are on disk when this returns (the name is not yet)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    write_durably(tmp, data)
+    os.replace(tmp, path)
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.active = root / "active"
+        self.hold_dir = root / "hold"
+        for d in (self.tmp, self.active, self.hold_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool")
+        self._active_sync = GroupSync(self.active, self._executor)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def recover(self) -> int:
+        """Remove half-written files left by a crash; they were never acknowledged."""
+        count = 0
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+            count += 1
+        for d in (self.active, self.hold_dir):
+            for leftover in d.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+        return count
+
+    # --- writing ------------------------------------------------------------------
+    async def put(self, envelope: Envelope, data: bytes) -> None:
+        """Durably queue a message; when this returns a crash cannot lose it."""
+        envelope.size = len(data)
+        blob = MAGIC + json.dumps(asdict(envelope)).encode() + b"\n" + data
+        tmp = self.tmp / envelope.queue_id
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, write_durably, tmp, blob)
+        os.rename(tmp, self.active / envelope.queue_id)
+        await self._active_sync.sync()
+
+    def save_state(self, queue_id: str, state: State) -> None:
+        path = self._find(queue_id).with_name(f"{queue_id}.json")
+        replace_durably(path, json.dumps(asdict(state)).encode())
+
+    def remove(self, queue_id: str) -> None:
+        path = self._find(queue_id)
+        path.with_name(f"{queue_id}.json").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def hold(self, queue_id: str) -> None:
+        self._move(queue_id, self.hold_dir)
+
+    def release(self, queue_id: str) -> None:
+        self._move(queue_id, self.active)
+
+    def _move(self, queue_id: str, target: Path) -> None:
+        source = self._find(queue_id)
+        if source.parent == target:
+            return
+        state = source.with_name(f"{queue_id}.json")
+        if state.exists():
+            os.rename(state, target / state.name)
+        os.rename(source, target / queue_id)
+        fsync_dir(target)
+        fsync_dir(source.parent)
+
+    # --- reading ------------------------------------------------------------------
+    def _find(self, queue_id: str) -> Path:
+        if not queue_id or "/" in queue_id or queue_id.startswith("."):
+            raise KeyError(queue_id)
+        for d in (self.active, self.hold_dir):
+            path = d / queue_id
+            if path.exists():
+                return path
+        raise KeyError(queue_id)
+
+    def is_held(self, queue_id: str) -> bool:
+        return self._find(queue_id).parent == self.hold_dir
+
+    def load(self, queue_id: str) -> tuple[Envelope, bytes]:
+        raw = self._find(queue_id).read_bytes()
+        if not raw.startswith(MAGIC):
+            raise ValueError(f"{queue_id}: not a queue file")
+        header, _, data = raw[len(MAGIC):].partition(b"\n")
+        return Envelope(**json.loads(header)), data
+
+    def load_envelope(self, queue_id: str) -> Envelope:
+        with self._find(queue_id).open("rb") as fh:
+            if fh.readline() != MAGIC:
+                raise ValueError(f"{queue_id}: not a queue file")
+            return Envelope(**json.loads(fh.readline()))
+
+    def load_state(self, queue_id: str) -> State:
+        path = self._find(queue_id).with_name(f"{queue_id}.json")
+        try:
+            return State.from_json(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return State()
+
+    def ids(self, held: bool | None = None) -> Iterator[str]:
+        dirs = {None: (self.active, self.hold_dir), False: (self.active,),
+                True: (self.hold_dir,)}[held]
+        for d in dirs:
+            for path in sorted(d.iterdir()):
+                if not path.name.startswith(".") and not path.name.endswith(".json"):
+                    yield path.name
