@@ -14,6 +14,8 @@ import base64
 import email
 import email.message
 import email.policy
+import logging
+import re
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,9 @@ from relay.message import Message, Part, split_header
 from relay.model import Action, Finding, Stage, Transaction
 from relay.tcvn import Detection, inspect
 from relay.tcvn.mime import (
+    Span,
     address_atoms,
+    as_bytes,
     edit_fields,
     encoded_words,
     filename_params,
@@ -37,6 +41,10 @@ from relay.tcvn.mime import (
     quote_param,
     unstructured_atoms,
 )
+
+log = logging.getLogger(__name__)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 ARTICLE = "Điều 9"
 ADDRESS_FIELDS = frozenset({"from", "to", "cc", "reply-to", "sender", "bcc"})
@@ -113,8 +121,12 @@ def inspect_message(msg: Message, headers: Sequence[str] = ("Subject", "From", "
             continue
         if len(part.payload) > max_part_bytes:
             continue
-        det = inspect(part.payload, part.charset, html=part.content_type == "text/html",
-                      hint=hint)
+        try:
+            det = inspect(part.payload, part.charset, html=part.content_type == "text/html",
+                          hint=hint)
+        except Exception:  # bad input is never a crash: leave the part as it is
+            log.exception("tcvn6909: could not examine part %s", part.path)
+            continue
         if det.found:
             items.append(Item(f"part {part.path}", det, path=part.path))
             if det.legacy and hint is None and det.encoding != "viqr":
@@ -124,15 +136,23 @@ def inspect_message(msg: Message, headers: Sequence[str] = ("Subject", "From", "
         if value is None or (value.isascii() and "=?" not in value and "'" not in value
                              and "`" not in value):
             continue
-        det = inspect_chunks(header_chunks(value), hint)
+        try:
+            det = inspect_chunks(header_chunks(value), hint)
+        except Exception:
+            log.exception("tcvn6909: could not examine header %s", name)
+            continue
         if det.found:
             items.append(Item(name, det, header=name))
     if filenames:
         for part in msg.parts:
-            chunks = filename_chunks(part.raw)
-            if chunks is None:
+            try:
+                chunks = filename_chunks(part.raw)
+                if chunks is None:
+                    continue
+                det = inspect_chunks(chunks, hint)
+            except Exception:
+                log.exception("tcvn6909: could not examine the file name of part %s", part.path)
                 continue
-            det = inspect_chunks(chunks, hint)
             if det.found:
                 items.append(Item(f"part {part.path} filename", det, path=part.path,
                                   filename=True))
@@ -202,27 +222,16 @@ def rewrite_message(raw: bytes, msg: Message, items: Sequence[Item]) -> tuple[by
     head, _ = split_header(raw)
     eol = line_ending(head)
     spans = leaf_spans(raw)
-    parts = {p.path: p for p in msg.parts}
     entities: dict[int, _Entity] = {0: _Entity(0, None)}
     notes: list[str] = []
     for item in items:
-        if item.header is not None:
-            new = _header_field(item, msg, eol)
-            if new is not None:
-                entities[0].replace[item.header.lower()] = new
-                notes.append(item.note)
+        try:
+            done = _convert_item(item, raw, msg, spans, entities, eol)
+        except ValueError as exc:  # a field we cannot write safely stays as it came
+            log.info("tcvn6909: not converting %s: %s", item.where, exc)
             continue
-        part = parts.get(item.path or "")
-        span = spans.get(item.path or "")
-        if part is None or span is None or not _same_part(raw, span, part):
-            continue
-        ent = entities.setdefault(span.start, _Entity(span.start, span.end))
-        leaf_eol = line_ending(split_header(raw[span.start:span.end])[0]) or eol
-        if item.filename:
-            _rename(ent, part, item.detection.text, leaf_eol)
-        else:
-            _rebody(ent, part, item.detection.text, leaf_eol, top=span.start == 0)
-        notes.append(item.note)
+        if done:
+            notes.append(item.note)
     if not notes:
         return raw, []
     for ent in sorted(entities.values(), key=lambda e: e.start, reverse=True):
@@ -231,12 +240,37 @@ def rewrite_message(raw: bytes, msg: Message, items: Sequence[Item]) -> tuple[by
     return fold(CONVERTED_HEADER, atoms, eol) + raw, notes
 
 
-def _same_part(raw: bytes, span: object, part: Part) -> bool:
-    """The span found by our splitter holds the part the parser saw (type and payload)."""
-    if getattr(span, "content_type", None) != part.content_type:
+def _convert_item(item: Item, raw: bytes, msg: Message, spans: dict[str, Span],
+                  entities: dict[int, _Entity], eol: bytes) -> bool:
+    """Add the edits for one item; raises ValueError (changing nothing) if one is unsafe."""
+    if item.header is not None:
+        new = _header_field(item, msg, eol)
+        if new is None:
+            return False
+        entities[0].replace[item.header.lower()] = new
+        return True
+    part = next((p for p in msg.parts if p.path == item.path), None)
+    span = spans.get(item.path or "")
+    if part is None or span is None or not _same_part(raw, span, part):
         return False
-    start, end = span.start, span.end  # type: ignore[attr-defined]
-    leaf = email.message_from_bytes(raw[start:end], policy=email.policy.compat32)
+    edits = _Entity(span.start, span.end)
+    leaf_eol = line_ending(split_header(raw[span.start:span.end])[0])
+    if item.filename:
+        _rename(edits, part, item.detection.text, leaf_eol)
+    else:
+        _rebody(edits, part, item.detection.text, leaf_eol, top=span.start == 0)
+    ent = entities.setdefault(span.start, _Entity(span.start, span.end))
+    ent.replace.update(edits.replace)
+    if edits.body is not None:
+        ent.body = edits.body
+    return True
+
+
+def _same_part(raw: bytes, span: Span, part: Part) -> bool:
+    """The span found by our splitter holds the part the parser saw (type and payload)."""
+    if span.content_type != part.content_type:
+        return False
+    leaf = email.message_from_bytes(raw[span.start:span.end], policy=email.policy.compat32)
     try:
         payload = leaf.get_payload(decode=True)
     except Exception:
@@ -247,6 +281,9 @@ def _same_part(raw: bytes, span: object, part: Part) -> bool:
 def _header_field(item: Item, msg: Message, eol: bytes) -> bytes | None:
     assert item.header is not None
     name = item.header
+    if _CONTROL.search(msg.get(name) or ""):
+        # a bare CR or NUL: other software may split this field differently; leave it
+        raise ValueError(f"control characters in {name}")
     if name.lower() not in ADDRESS_FIELDS:
         return fold(name, unstructured_atoms(item.detection.text), eol)
     value = msg.get(name) or ""
@@ -268,13 +305,13 @@ def _params(part: Part, header: str, drop: set[str]) -> list[str]:
         if isinstance(value, tuple):
             charset, lang, text = value
             data = str(text).encode("latin-1", "replace")
-            out.append(f"{key}*={charset or ''}'{lang or ''}'"
-                       + urllib.parse.quote(data, safe=""))
+            charset = charset if charset and _TOKEN.match(charset) else ""
+            lang = lang if lang and _TOKEN.match(lang) else ""
+            out.append(f"{key}*={charset}'{lang}'" + urllib.parse.quote(data, safe=""))
         elif str(value).isascii() and str(value).isprintable():
             out.append(f"{key}={quote_param(str(value))}")
         else:
-            data = str(value).encode("utf-8", "surrogateescape")
-            out.append(f"{key}*=''" + urllib.parse.quote(data, safe=""))
+            out.append(f"{key}*=''" + urllib.parse.quote(as_bytes(str(value)), safe=""))
     return out
 
 
@@ -309,7 +346,9 @@ def _apply(raw: bytes, ent: _Entity, eol: bytes) -> bytes:
     segment = raw[ent.start:end]
     head, body = split_header(segment)
     blank = segment[len(head):len(segment) - len(body)] or eol
-    new_head = edit_fields(head, ent.replace, ent.add) if (ent.replace or ent.add) else head
+    new_head = edit_fields(head, ent.replace, ent.add, eol) if (ent.replace or ent.add) else head
+    if new_head and not new_head.endswith((b"\n", b"\r")):
+        new_head += eol
     new_body = body if ent.body is None else ent.body
     return raw[:ent.start] + new_head + blank + new_body + raw[end:]
 
@@ -345,7 +384,11 @@ class Tcvn6909Policy(Policy):
         chosen = [i for i in items if any((i.where, c) in wanted for c in i.codes)]
         if not chosen:
             return None
-        data, notes = rewrite_message(tx.message.raw, tx.message, chosen)
+        try:
+            data, notes = rewrite_message(tx.message.raw, tx.message, chosen)
+        except Exception:  # never lose the message over a repair: deliver it as it came
+            log.exception("tcvn6909: conversion failed for %s", tx.queue_id)
+            return None
         return data if notes else None
 
     def _finding(self, code: str, item: Item) -> Finding:

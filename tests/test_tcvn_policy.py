@@ -329,3 +329,44 @@ def test_text_check_and_convert_a_message(tmp_path):
     assert run_cli("text", "convert", str(src), "-o", str(out)).returncode == 0
     assert parsed(out.read_bytes())["Subject"] == SUBJECT
     assert run_cli("text", "check", str(out)).returncode == 0
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_a_field_with_a_bare_cr_is_reported_but_not_rewritten():
+    raw = (b"From: a@example.org\r\nSubject: " + encode_legacy(SUBJECT, "tcvn3")
+           + b"\rBcc: x@example.org\r\nContent-Type: text/plain\r\n\r\n"
+           + encode_legacy(BODY, "tcvn3"))
+    msg = Message(raw)
+    items = inspect_message(msg)
+    assert "Subject" in {i.where for i in items}
+    out, notes = rewrite_message(raw, msg, items)
+    assert notes == ["part 1 tcvn3->utf-8"]
+    assert b"\r\nSubject: " + encode_legacy(SUBJECT, "tcvn3") + b"\rBcc: x@example.org\r\n" in out
+
+
+def test_mangled_messages_never_crash_and_never_gain_header_fields():
+    import random
+
+    rnd = random.Random(4)
+    seeds = [multipart_vni(), simple("tcvn3"), mojibake_message()]
+    pieces = [b"\r\n", b"\n", b"\r", b"--outer", b"=?", b"?=", b";", b'"', b"\x00",
+              b"boundary=", b"\xb8\xa9", b"=0D=0A", b"\r\nBcc: x@y\r\n"]
+    ours = {"x-tcvn-converted", "mime-version", "content-transfer-encoding", "content-type"}
+    for _ in range(300):
+        raw = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randint(1, 12)):
+            pos = rnd.randrange(len(raw))
+            op = rnd.random()
+            if op < 0.4:
+                raw[pos] = rnd.randrange(256)
+            elif op < 0.7:
+                del raw[pos:pos + rnd.randint(1, 30)]
+            else:
+                raw[pos:pos] = rnd.choice(pieces)
+        msg = Message(bytes(raw))
+        out, notes = rewrite_message(bytes(raw), msg, inspect_message(msg))
+        before = {n.lower() for n, _ in msg.headers}
+        after = {n.lower() for n, _ in Message(out).headers}
+        assert after - before <= ours, bytes(raw)

@@ -151,7 +151,7 @@ def inspect(data: bytes, charset: str | None = None, *, html: bool = False,
         return _text(read_1252(data), charset, html, hint, False)
     try:  # another real charset (UTF-16, ISO-2022-JP, KOI8-R ...): only the NFC check
         text = data.decode(pycodecs.lookup(label).name, "replace")
-    except LookupError:  # a label nobody knows: treat as undeclared 8-bit
+    except (LookupError, ValueError, UnicodeError):  # a label nobody knows: undeclared 8-bit
         return _text(read_1252(data), charset, html, hint, False)
     unicode_like = label.startswith(("utf-", "ucs-", "unicode"))
     return _finish(Detection("clean", None, text, declared=charset), html, hint,

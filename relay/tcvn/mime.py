@@ -24,7 +24,15 @@ from relay.message import split_header
 
 # --- reading header words -------------------------------------------------------------
 
-_EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_EW = re.compile(r"=\?([!->@-~]+)\?([bBqQ])\?([!->@-~]*)\?=")
+
+
+def as_bytes(text: str) -> bytes:
+    """A header string back to the bytes it was read from (8-bit bytes as surrogate escapes)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 def header_chunks(value: str) -> list[tuple[bytes, str | None]]:
@@ -47,7 +55,7 @@ def header_chunks(value: str) -> list[tuple[bytes, str | None]]:
     for m in _EW.finditer(value):
         between = value[pos:m.start()]
         if between and not (after_word and between.isspace()):
-            add(between.encode("utf-8", "surrogateescape"), None)
+            add(as_bytes(between), None)
         charset = m.group(1).split("*")[0].lower()
         data = _decode_word(m.group(2), m.group(3))
         if data is None:
@@ -58,7 +66,7 @@ def header_chunks(value: str) -> list[tuple[bytes, str | None]]:
             after_word = True
         pos = m.end()
     if pos < len(value):
-        add(value[pos:].encode("utf-8", "surrogateescape"), None)
+        add(as_bytes(value[pos:]), None)
     return out
 
 
@@ -137,6 +145,8 @@ def fold(name: str, atoms: Iterable[str], eol: bytes) -> bytes:
         else:
             line += " " + atom
     lines.append(line)
+    if not all(part.isascii() for part in lines):
+        raise ValueError(f"refusing to write non-ASCII header field {name}")
     out = eol.join(part.encode("ascii") for part in lines) + eol
     _check_field(out, eol)
     return out
@@ -154,7 +164,7 @@ def _check_field(field: bytes, eol: bytes) -> None:
 
 # --- addresses ------------------------------------------------------------------------
 
-_ADDR = re.compile(r"^[^\s<>()\[\],;:\"\\@]+@[^\s<>()\[\],;:\"\\@]+$")
+_ADDR = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.\[\]:-]+$")
 
 
 def parse_addresses(value: str) -> list[tuple[str, str]] | None:
@@ -224,7 +234,7 @@ def _split_multipart(raw: bytes, start: int, end: int,
                      boundary: str) -> list[tuple[int, int]] | None:
     """Body spans between boundary lines, as the standard library's parser splits them."""
     delim = re.compile(
-        rb"(?:\r\n|\n|\r|^)--" + re.escape(boundary.encode("ascii", "surrogateescape"))
+        rb"(?:\r\n|\n|\r|^)--" + re.escape(as_bytes(boundary))
         + rb"(--)?[ \t]*(?:\r\n|\n|\r|$)", re.M)
     parts: list[tuple[int, int]] = []
     part_start: int | None = None
@@ -253,10 +263,15 @@ def line_ending(head: bytes) -> bytes:
     return b"\r\n" if b"\r\n" in head else b"\n"
 
 
-def edit_fields(head: bytes, replace: dict[str, bytes | None], add: list[bytes]) -> bytes:
+def edit_fields(head: bytes, replace: dict[str, bytes | None], add: list[bytes],
+                eol: bytes = b"\r\n") -> bytes:
     """Header section with fields replaced (first occurrence; later ones dropped when the
-    value is None or a replacement) and new fields appended. Other bytes are untouched."""
+    value is None or a replacement) and new fields appended. Other bytes are untouched,
+    except that a last line without its line ending gets one (else a field appended
+    after it would join it)."""
     fields = _fields(head)
+    if fields and not fields[-1][1].endswith((b"\n", b"\r")):
+        fields[-1] = (fields[-1][0], fields[-1][1] + eol)
     out: list[bytes] = []
     done: set[str] = set()
     for name, data in fields:
@@ -275,8 +290,12 @@ def edit_fields(head: bytes, replace: dict[str, bytes | None], add: list[bytes])
 
 
 def _fields(head: bytes) -> list[tuple[str | None, bytes]]:
-    """(name, raw bytes incl. continuation lines) for each field; junk kept as it is."""
-    lines = head.splitlines(keepends=True)
+    """(name, raw bytes incl. continuation lines) for each field; junk kept as it is.
+
+    Lines end at LF only, as `relay.message` splits them: a bare CR stays inside its
+    field, so replacing the field replaces all of it."""
+    lines = head.split(b"\n")
+    lines = [line + b"\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     fields: list[tuple[str | None, bytes]] = []
     for line in lines:
         if line[:1] in (b" ", b"\t") and fields:
