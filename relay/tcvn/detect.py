@@ -48,6 +48,10 @@ WESTERN_LABELS = {
 }
 MIN_WORDS = 2  # converted words needed before a text counts as legacy
 MIN_RATIO = 0.6  # share of changed words that must come out as Vietnamese syllables
+# choosing between tables that both fit: each word a table turns into nonsense costs this
+# (measured on the gettext catalogues, see bench/tcvn_detection.py; also tried and dropped:
+# a cost for turning a good word into another good one, a bonus for TCVN3/VNI)
+SPOIL_COST = 0.5
 
 _WORD = re.compile(r"(?<!%)[A-Za-z\x01-\x08\x0e-\x1f\x80-\U0010ffff]+")
 _NOT_BYTE = re.compile(r"[^\x00-\xff]")
@@ -336,7 +340,7 @@ def _best_whole(lines: list[str], raws: list[str | None], words: Counter[str],
     best: tuple[float, str, int, int] | None = None
     for name in candidates:
         codec = codecs()[name]
-        gain = 0.0
+        gain = spoiled = 0.0
         valid = affected = changed = 0
         for word, n in words.items():
             raw = _raw(word)
@@ -352,8 +356,11 @@ def _best_whole(lines: list[str], raws: list[str | None], words: Counter[str],
                 valid += n * ok
                 if ok and not is_syllable(word):
                     gain += _weight(word, name)
-        if _accept(name, gain, valid, affected, hint) and (best is None or gain > best[0]):
-            best = (gain, name, changed, valid)
+                elif not ok:
+                    spoiled += 1
+        score = gain - SPOIL_COST * spoiled
+        if _accept(name, gain, valid, affected, hint) and (best is None or score > best[0]):
+            best = (score, name, changed, valid)
     if best is None:
         return None
     _, name, changed, valid = best
@@ -410,11 +417,13 @@ def _best_mixed(lines: list[str], raws: list[str | None], candidates: list[str],
         cache: dict[str, str] = {}
         valid = affected = converted_words = 0
         gained: set[str] = set()
+        spoiled: set[str] = set()
         plan: list[dict[int, str]] = []
         for line in prepared:
             changes: dict[int, str] = {}
             line_valid = line_before = 0
-            line_gained = set()
+            line_gained: set[str] = set()
+            line_spoiled: set[str] = set()
             for i, tok in enumerate(line.tokens):
                 dec = cache.get(tok.raw)
                 if dec is None:
@@ -425,6 +434,8 @@ def _best_mixed(lines: list[str], raws: list[str | None], candidates: list[str],
                 counts = len(dec) > 1
                 if ok and counts and not tok.valid:
                     line_gained.add(tok.text)
+                elif counts and not ok:
+                    line_spoiled.add(tok.text)
                 if line.raw is not None:
                     affected += counts
                     changes[i] = dec
@@ -437,12 +448,14 @@ def _best_mixed(lines: list[str], raws: list[str | None], candidates: list[str],
                 changes = {}
             elif changes:
                 gained |= line_gained
+                spoiled |= line_spoiled & {line.tokens[i].text for i in changes}
                 valid += line_valid
             converted_words += len(changes)
             plan.append(changes)
         gain = sum(_weight(w, name) for w in gained)
-        if _accept(name, gain, valid, affected, hint) and (best is None or gain > best[0]):
-            best = (gain, name, plan, converted_words, valid)
+        score = gain - SPOIL_COST * len(spoiled)
+        if _accept(name, gain, valid, affected, hint) and (best is None or score > best[0]):
+            best = (score, name, plan, converted_words, valid)
     if best is None:
         return None
     _, name, plan, words, valid = best

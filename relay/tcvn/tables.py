@@ -187,7 +187,15 @@ def encode_legacy(text: str, name: str) -> bytes:
                 nfd = unicodedata.normalize("NFD", ch)
                 tone = [c for c in nfd if c in "\u0300\u0301\u0303\u0309\u0323"]
                 base = unicodedata.normalize("NFC", "".join(c for c in nfd if c not in tone))
-                out += (base + "".join(tone)).encode("cp1258")
+                out += (base + "".join(tone)).encode("cp1258", "replace")
         return bytes(out)
     mapping = _encode_map(name)
-    return b"".join(mapping.get(ch) or ch.encode("latin-1") for ch in text)
+    return b"".join(mapping.get(ch) or _other(ch) for ch in text)
+
+
+def _other(ch: str) -> bytes:
+    """A character the table has no letter for, as a Windows program would write it."""
+    try:
+        return ch.encode("cp1252")
+    except UnicodeEncodeError:
+        return ch.encode("latin-1") if ord(ch) < 256 else b"?"
