@@ -232,3 +232,19 @@ def test_detection_is_fast():
     elapsed = time.perf_counter() - start
     assert not det.found
     assert elapsed < 0.5, f"{elapsed:.3f}s for {len(data)} bytes"
+
+
+def test_the_declared_label_is_shown_printable_only():
+    # the description can end up in an SMTP reply: no CR/LF from the sender's charset label
+    det = inspect(encode_legacy(REPORT, "tcvn3"), "x-\r\n250 ok")
+    assert det.kind == "disguised"
+    vi, en = det.describe()
+    assert "\r" not in vi + en and "\n" not in vi + en
+
+
+def test_a_wrong_legacy_label_is_overruled_by_the_text():
+    # TCVN3 typed on a Vietnamese Windows whose mail client labels it windows-1258
+    det = inspect(encode_legacy(REPORT, "tcvn3"), "windows-1258")
+    assert det.kind == "disguised" and det.encoding == "tcvn3" and det.text == REPORT
+    vi, en = det.describe()
+    assert en == "legacy encoding TCVN3 (ABC, .VnTime) sent as windows-1258"

@@ -57,6 +57,7 @@ _WORD = re.compile(r"(?<!%)[A-Za-z\x01-\x08\x0e-\x1f\x80-\U0010ffff]+")
 _NOT_BYTE = re.compile(r"[^\x00-\xff]")
 _HIGH = re.compile(r"[\x01-\x08\x0e-\x1f\x80-\U0010ffff]")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+)[\s\"'(\-–•*]*$")
+_UNPRINTABLE = re.compile(r"[^!-~]")
 _CAP_LOSSY = ("tcvn3", "tcvn5712")  # tables where toned capitals share the lowercase byte
 
 
@@ -93,14 +94,15 @@ class Detection:
     def describe(self) -> tuple[str, str]:
         """(Vietnamese, English) description."""
         name = _NAMES.get(self.encoding or "", self.encoding or "")
+        # the label comes from the sender: printable ASCII only, it may reach an SMTP reply
+        declared = _UNPRINTABLE.sub("?", self.declared or "")[:40]
         parts: list[tuple[str, str]] = []
         if self.kind == "declared":
-            parts.append((f"bảng mã cũ {name} (khai báo charset={self.declared})",
-                          f"legacy encoding {name} (declared charset={self.declared})"))
+            parts.append((f"bảng mã cũ {name} (khai báo charset={declared})",
+                          f"legacy encoding {name} (declared charset={declared})"))
         elif self.kind == "disguised":
-            label = self.declared or "không khai báo"
-            parts.append((f"bảng mã cũ {name} gửi dưới nhãn {label}",
-                          f"legacy encoding {name} sent as {self.declared or 'no charset'}"))
+            parts.append((f"bảng mã cũ {name} gửi dưới nhãn {declared or 'không khai báo'}",
+                          f"legacy encoding {name} sent as {declared or 'no charset'}"))
         elif self.kind == "mojibake":
             parts.append((f"chữ {name} bị chuyển sai sang UTF-8 (lỗi phông)",
                           f"{name} text wrongly converted to UTF-8 (mojibake)"))
@@ -144,6 +146,11 @@ def inspect(data: bytes, charset: str | None = None, *, html: bool = False,
         if not any(ord(c) in codec.letter_bytes for c in set(text)):
             return _finish(Detection("clean", None, data.decode("ascii", "replace"),
                                      declared=charset), html, hint, unicode_source=True)
+        if not _fits(codec, read_1252(data)):
+            # e.g. TCVN3 typed on a Vietnamese Windows that labels everything windows-1258
+            other = _text(read_1252(data), charset, html, hint, False)
+            if other.legacy:
+                return other
         return _declared(text, codec, charset, html)
     if label in UNICODE_LABELS or (label in WESTERN_LABELS and label not in _WESTERN_8BIT):
         try:
@@ -193,6 +200,20 @@ def _declared(text: str, codec: Codec, charset: str | None, html: bool) -> Detec
         det.fonts = legacy_fonts(text)
         det.text = replace_fonts(det.text)
     return det
+
+
+def _fits(codec: Codec, text: str) -> bool:
+    """Do most words the codec changes come out as Vietnamese syllables?"""
+    valid = affected = 0
+    for word in _words(text.split("\n")):
+        raw = _raw(word)
+        if raw is None:
+            continue
+        dec = _decode_word(codec, raw)
+        if dec != word and len(dec) > 1:
+            affected += 1
+            valid += is_syllable(unicodedata.normalize("NFC", dec))
+    return valid >= MIN_RATIO * affected
 
 
 def _text(text: str, charset: str | None, html: bool, hint: str | None,
