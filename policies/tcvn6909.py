@@ -251,8 +251,8 @@ def _convert_item(item: Item, raw: bytes, msg: Message, spans: dict[str, Span],
         return True
     part = next((p for p in msg.parts if p.path == item.path), None)
     span = spans.get(item.path or "")
-    if part is None or span is None or not _same_part(raw, span, part):
-        return False
+    if part is None or span is None or span.signed or not _same_part(raw, span, part):
+        return False  # not found for sure, or signed (S/MIME, PGP): reported, left as it is
     edits = _Entity(span.start, span.end)
     leaf_eol = line_ending(split_header(raw[span.start:span.end])[0])
     if item.filename:

@@ -370,3 +370,18 @@ def test_mangled_messages_never_crash_and_never_gain_header_fields():
         before = {n.lower() for n, _ in msg.headers}
         after = {n.lower() for n, _ in Message(out).headers}
         assert after - before <= ours, bytes(raw)
+
+
+def test_a_signed_part_is_reported_but_not_changed():
+    body = encode_legacy(BODY, "tcvn3")
+    raw = (b"From: a@example.org\r\nSubject: " + encode_legacy(SUBJECT, "tcvn3") + b"\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/signed; "
+           b'protocol="application/pkcs7-signature"; boundary=s\r\n\r\n'
+           b"--s\r\nContent-Type: text/plain; charset=windows-1252\r\n\r\n" + body + b"\r\n"
+           b"--s\r\nContent-Type: application/pkcs7-signature\r\n\r\nMIIB\r\n--s--\r\n")
+    msg = Message(raw)
+    items = inspect_message(msg)
+    assert {i.where for i in items} == {"part 1", "Subject"}
+    out, notes = rewrite_message(raw, msg, items)
+    assert notes == ["Subject tcvn3->utf-8"]  # the signature covers the part, not the header
+    assert b"\r\n\r\n" + body + b"\r\n--s\r\n" in out

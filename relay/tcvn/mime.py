@@ -201,16 +201,18 @@ class Span:
     start: int  # the leaf's first header byte in the raw message
     end: int  # one past its last body byte
     content_type: str
+    signed: bool = False  # inside multipart/signed: changing it would break the signature
 
 
 def leaf_spans(raw: bytes) -> dict[str, Span]:
     """Where each leaf part lies in the raw message, numbered as `relay.message` numbers them."""
     out: dict[str, Span] = {}
-    _walk(raw, 0, len(raw), "1", 0, out)
+    _walk(raw, 0, len(raw), "1", 0, out, False)
     return out
 
 
-def _walk(raw: bytes, start: int, end: int, path: str, depth: int, out: dict[str, Span]) -> None:
+def _walk(raw: bytes, start: int, end: int, path: str, depth: int, out: dict[str, Span],
+          signed: bool) -> None:
     if depth > MAX_DEPTH:
         return
     head, body = split_header(raw[start:end])
@@ -218,16 +220,17 @@ def _walk(raw: bytes, start: int, end: int, path: str, depth: int, out: dict[str
     msg = _HEADER_PARSER.parsebytes(head)
     ctype = msg.get_content_type()
     boundary = msg.get_boundary() if msg.get_content_maintype() == "multipart" else None
+    signed = signed or ctype == "multipart/signed"
     if boundary:
         parts = _split_multipart(raw, body_start, end, boundary)
         if parts is not None:
             for i, (s, e) in enumerate(parts, 1):
-                _walk(raw, s, e, f"{path}.{i}" if depth else str(i), depth + 1, out)
+                _walk(raw, s, e, f"{path}.{i}" if depth else str(i), depth + 1, out, signed)
             return
     if ctype == "message/rfc822":
-        _walk(raw, body_start, end, f"{path}.1" if depth else "1", depth + 1, out)
+        _walk(raw, body_start, end, f"{path}.1" if depth else "1", depth + 1, out, signed)
         return
-    out[path] = Span(start, end, ctype)
+    out[path] = Span(start, end, ctype, signed)
 
 
 def _split_multipart(raw: bytes, start: int, end: int,
