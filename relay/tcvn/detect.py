@@ -578,6 +578,10 @@ _FONT = re.compile(
     r"\.Vn[A-Z][A-Za-z]*(?:[ -](?:Narrow|Schoolbook|New|Antiqua|H)\b)*H?"
     r"|\bVNI[- ][A-Z][A-Za-z]*(?:-[A-Z][A-Za-z]*)*|\bVPS [A-Z][A-Za-z]+"
 )
+_TAG_NAME = re.compile(r"<(/?)([A-Za-z][\w:-]*)")
+_CAPS_FONT = re.compile(r"\.Vn[A-Za-z -]*H\b")
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+                   "param", "source", "track", "wbr"})
 _META_CHARSET = re.compile(r"(<meta\b[^>]*?charset\s*=\s*[\"']?)([\w.:-]+)", re.I)
 
 
@@ -606,15 +610,47 @@ class _Html:
             out.extend(parts)
         return out
 
+    def capitals(self) -> list[bool]:
+        """Which text nodes sit inside an element set in a .VnTimeH-style font.
+
+        Those fonts draw every letter as a capital, so TCVN3 text in them was typed in
+        lower case; once the font is replaced, the text itself must be in capitals.
+        Only inline fonts (face=, style=) are seen, not style-sheet classes.
+        """
+        flags = []
+        stack: list[tuple[str, bool]] = []
+        pos = 0
+        for m in _TAG.finditer(self.markup):
+            if m.start() > pos:
+                flags.append(any(caps for _, caps in stack))
+            pos = m.end()
+            tag = _TAG_NAME.match(m.group())
+            if tag is None:
+                continue
+            name = tag.group(2).lower()
+            if tag.group(1):  # an end tag closes up to its element
+                for k in range(len(stack) - 1, -1, -1):
+                    if stack[k][0] == name:
+                        del stack[k:]
+                        break
+            elif name not in _VOID and not m.group().endswith("/>"):
+                stack.append((name, bool(_CAPS_FONT.search(m.group()))))
+        if pos < len(self.markup):
+            flags.append(any(caps for _, caps in stack))
+        return flags
+
     def rebuild(self, lines: list[str],
                 decode_markup: Callable[[str], str] | None = None) -> str:
         original = self.lines()
+        capitals = self.capitals() if _CAPS_FONT.search(self.markup) else []
         pieces = []
         pos = i = 0
-        for (start, end), count in zip(self.nodes, self.counts, strict=True):
+        for n, ((start, end), count) in enumerate(zip(self.nodes, self.counts, strict=True)):
             markup = self.markup[pos:start]
             pieces.append(decode_markup(markup) if decode_markup else markup)
             new, old = lines[i:i + count], original[i:i + count]
+            if capitals and capitals[n]:
+                new = [line.upper() for line in new]
             i += count
             if new == old:
                 pieces.append(self.markup[start:end])
