@@ -133,8 +133,7 @@ def inspect_message(msg: Message, headers: Sequence[str] = ("Subject", "From", "
                 hint = det.encoding  # short headers from the same sender: one word is enough
     for name in headers:
         value = msg.get(name)
-        if value is None or (value.isascii() and "=?" not in value and "'" not in value
-                             and "`" not in value):
+        if not value:
             continue
         try:
             det = inspect_chunks(header_chunks(value), hint)

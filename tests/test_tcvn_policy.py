@@ -385,3 +385,13 @@ def test_a_signed_part_is_reported_but_not_changed():
     out, notes = rewrite_message(raw, msg, items)
     assert notes == ["Subject tcvn3->utf-8"]  # the signature covers the part, not the header
     assert b"\r\n\r\n" + body + b"\r\n--s\r\n" in out
+
+
+def test_viqr_subject_is_found_and_converted():
+    raw = (b"From: a@example.org\r\nSubject: " + encode_legacy(SUBJECT, "viqr") + b"\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + BODY.encode())
+    msg = Message(raw)
+    [item] = inspect_message(msg)
+    assert item.where == "Subject" and item.codes == ["tcvn6909.viqr"]
+    out, notes = rewrite_message(raw, msg, [item])
+    assert notes == ["Subject viqr->utf-8"] and parsed(out)["Subject"] == SUBJECT

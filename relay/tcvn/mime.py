@@ -185,7 +185,7 @@ def address_atoms(pairs: list[tuple[str, str]]) -> list[str]:
     for i, (name, addr) in enumerate(pairs):
         comma = "," if i < len(pairs) - 1 else ""
         words = phrase_atoms(name)
-        atoms.extend(words[:])
+        atoms.extend(words)
         atoms.append(f"<{addr}>{comma}" if words else f"{addr}{comma}")
     return atoms
 
