@@ -54,8 +54,10 @@ CODES = {
     "tcvn6909.legacy_declared": "a part declares a legacy Vietnamese charset (VISCII, TCVN, "
                                 "Windows-1258, VPS)",
     "tcvn6909.legacy_disguised": "legacy Vietnamese bytes (TCVN3, VNI ...) sent as ASCII, "
-                                 "Latin-1, Windows-1252 or without a charset",
-    "tcvn6909.mojibake": "legacy Vietnamese text wrongly converted to UTF-8",
+                                 "Latin-1, Windows-1252 or without a charset (or UTF-8 "
+                                 "labelled so)",
+    "tcvn6909.mojibake": "legacy Vietnamese text wrongly converted to UTF-8 (or UTF-8 "
+                         "converted twice)",
     "tcvn6909.viqr": "Vietnamese written in VIQR (ASCII mnemonics)",
     "tcvn6909.legacy_font": "HTML names legacy Vietnamese fonts (.VnTime, VNI-Times ...)",
     "tcvn6909.not_nfc": "Vietnamese in decomposed Unicode (NFD, 'Unicode tổ hợp'), not NFC",

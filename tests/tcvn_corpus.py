@@ -69,6 +69,10 @@ def cases() -> Iterator[Case]:
         for enc, label in DECLARED.items():
             yield Case(f"{enc}-decl-{kind}{n}", f"{enc} declared", encode_legacy(text, enc),
                        label, enc, text, kind)
+        yield Case(f"utf8-label-{kind}{n}", "utf-8 labelled western", text.encode(),
+                   ("windows-1252", "iso-8859-1")[n % 2], "utf8", text, kind)
+        yield Case(f"utf8-twice-{kind}{n}", "utf-8 encoded twice", mojibake(text.encode()),
+                   "utf-8", "utf8", text, kind)
         yield Case(f"viqr-{kind}{n}", "viqr", encode_legacy(text, "viqr"), "us-ascii", "viqr",
                    text, kind)
         yield Case(f"nfd-{kind}{n}", "nfd", unicodedata.normalize("NFD", text).encode(),

@@ -22,10 +22,11 @@ from relay.tcvn.syllable import VIETNAMESE_ONLY, is_syllable
 from relay.tcvn.tables import Codec, codecs, read_1252, unread_1252, viqr
 
 # Candidates tried on undeclared text, most common first (ties go to the first).
-CANDIDATES = ("tcvn3", "vni", "viscii", "vps", "cp1258")
+# ("utf8": Unicode Vietnamese whose UTF-8 bytes were labelled Western, or encoded twice.)
+CANDIDATES = ("tcvn3", "vni", "viscii", "vps", "cp1258", "utf8")
 # Mojibake comes from Windows, where TCVN3, VNI and Windows-1258 were the encodings in use;
 # VISCII and VPS put letters on the curly quotes, so “N” inside UTF-8 would read as NỢ.
-MOJIBAKE_CANDIDATES = ("tcvn3", "vni", "cp1258")
+MOJIBAKE_CANDIDATES = ("tcvn3", "vni", "cp1258", "utf8")
 
 LEGACY_LABELS = {
     "viscii": "viscii", "csviscii": "viscii", "x-viet-viscii": "viscii",
@@ -100,6 +101,12 @@ class Detection:
         if self.kind == "declared":
             parts.append((f"bảng mã cũ {name} (khai báo charset={declared})",
                           f"legacy encoding {name} (declared charset={declared})"))
+        elif self.kind == "disguised" and self.encoding == "utf8":
+            parts.append((f"văn bản UTF-8 bị khai báo sai là {declared or 'không khai báo'}",
+                          f"UTF-8 text labelled {declared or 'without a charset'}"))
+        elif self.kind == "mojibake" and self.encoding == "utf8":
+            parts.append(("chữ Unicode bị chuyển sang UTF-8 hai lần (lỗi phông)",
+                          "Unicode text converted to UTF-8 twice (mojibake)"))
         elif self.kind == "disguised":
             parts.append((f"bảng mã cũ {name} gửi dưới nhãn {declared or 'không khai báo'}",
                           f"legacy encoding {name} sent as {declared or 'no charset'}"))
@@ -120,7 +127,7 @@ class Detection:
 
 _NAMES = {
     "tcvn3": "TCVN3 (ABC, .VnTime)", "vni": "VNI-Windows", "viscii": "VISCII", "vps": "VPS",
-    "cp1258": "Windows-1258", "tcvn5712": "TCVN 5712:1993", "viqr": "VIQR",
+    "cp1258": "Windows-1258", "tcvn5712": "TCVN 5712:1993", "viqr": "VIQR", "utf8": "UTF-8",
 }
 
 

@@ -138,6 +138,25 @@ def _viqr() -> tuple[re.Pattern[str], dict[str, str]]:
     return re.compile("|".join(re.escape(k) for k in keys)), mapping
 
 
+_CHUNK = re.compile(r"\S+")
+
+
+def _utf8() -> Codec:
+    """UTF-8 bytes read as Windows-1252: Unicode Vietnamese mislabelled, or encoded twice."""
+
+    def whole(s: str) -> str:
+        try:
+            return s.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            return s
+
+    def decode(s: str) -> str:
+        out = whole(s)
+        return _CHUNK.sub(lambda m: whole(m.group()), s) if out is s else out
+
+    return Codec("utf8", "UTF-8", decode, frozenset(range(0x80, 0x100)))
+
+
 @cache
 def codecs() -> dict[str, Codec]:
     """Every legacy codec by name; built once, on first use."""
@@ -149,6 +168,7 @@ def codecs() -> dict[str, Codec]:
         _single_byte("cp1258", "Windows-1258", "cp1258.tsv", compose=True),
         _single_byte("tcvn5712", "TCVN 5712:1993 (VN1)", "tcvn5712_vn1_libiconv.tsv",
                      compose=True),
+        _utf8(),
     ]
     return {c.name: c for c in found}
 
