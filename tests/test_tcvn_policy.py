@@ -395,3 +395,15 @@ def test_viqr_subject_is_found_and_converted():
     assert item.where == "Subject" and item.codes == ["tcvn6909.viqr"]
     out, notes = rewrite_message(raw, msg, [item])
     assert notes == ["Subject viqr->utf-8"] and parsed(out)["Subject"] == SUBJECT
+
+
+def test_utf8_labelled_latin1_is_relabelled():
+    raw = (b"From: a@example.org\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n\r\n" + BODY.encode())
+    msg = Message(raw)
+    [item] = inspect_message(msg)
+    assert item.codes == ["tcvn6909.legacy_disguised"]
+    assert item.detection.describe()[1] == "UTF-8 text labelled iso-8859-1"
+    out, notes = rewrite_message(raw, msg, [item])
+    assert notes == ["part 1 utf-8-mislabelled->utf-8"]
+    assert text_parts(parsed(out))[0].replace("\r\n", "\n").rstrip("\n") == BODY

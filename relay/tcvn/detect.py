@@ -86,6 +86,8 @@ class Detection:
     @property
     def label(self) -> str:
         """Short, ASCII name of what was found: tcvn3, vni, viqr, nfd, font ..."""
+        if self.encoding == "utf8":
+            return "utf-8-twice" if self.kind == "mojibake" else "utf-8-mislabelled"
         if self.legacy:
             return self.encoding or self.kind
         if self.not_nfc:
