@@ -249,3 +249,16 @@ def test_a_wrong_legacy_label_is_overruled_by_the_text():
     assert det.kind == "disguised" and det.encoding == "tcvn3" and det.text == REPORT
     vi, en = det.describe()
     assert en == "legacy encoding TCVN3 (ABC, .VnTime) sent as windows-1258"
+
+
+@pytest.mark.parametrize("style", ["raw", "numeric", "named"])
+def test_html_mojibake_written_as_entities(style):
+    moj = mojibake(encode_legacy(REPORT, "tcvn3")).decode()
+    if style == "numeric":
+        moj = "".join(c if ord(c) < 128 else f"&#{ord(c)};" for c in moj)
+    elif style == "named":
+        moj = moj.replace("§", "&sect;").replace("©", "&copy;")
+    doc = f"<p><span style='font-family:\".VnTime\"'>{moj}</span></p>".encode()
+    det = inspect(doc, "utf-8", html=True)
+    assert det.kind == "mojibake" and det.encoding == "tcvn3"
+    assert f"<p><span style='font-family:\"Times New Roman\"'>{REPORT}</span></p>" == det.text

@@ -241,7 +241,7 @@ def _finish(det: Detection, html: bool, hint: str | None, unicode_source: bool) 
         text = unicodedata.normalize("NFC", text)
     segments = _Html(text) if html else None
     lines = segments.lines() if segments else text.split("\n")
-    if _HIGH.search(text):
+    if _HIGH.search("\n".join(lines) if segments else text):  # HTML: entities decoded
         found = _best(lines, hint, whole=not unicode_source)
         if found is not None:
             codec, converted, words, valid = found
