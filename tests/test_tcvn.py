@@ -262,3 +262,10 @@ def test_html_mojibake_written_as_entities(style):
     det = inspect(doc, "utf-8", html=True)
     assert det.kind == "mojibake" and det.encoding == "tcvn3"
     assert f"<p><span style='font-family:\"Times New Roman\"'>{REPORT}</span></p>" == det.text
+
+
+def test_a_css_class_named_like_a_font_is_not_a_font():
+    doc = (b"<style>.VnExpress-logo { color: red; } p { font-family: Arial; }</style>"
+           b'<div class="VnExpress-logo">Tin m\xe1\xbb\x9bi</div>')
+    det = inspect(doc, "utf-8", html=True)
+    assert det.fonts == [] and not det.found

@@ -588,7 +588,10 @@ _FONT = re.compile(
     r"|\bVNI[- ][A-Z][A-Za-z]*(?:-[A-Z][A-Za-z]*)*|\bVPS [A-Z][A-Za-z]+"
 )
 _TAG_NAME = re.compile(r"<(/?)([A-Za-z][\w:-]*)")
-_CAPS_FONT = re.compile(r"\.Vn[A-Za-z -]*H\b")
+_CAPS_FONT = re.compile(r"\.Vn[A-Za-z -]*H")
+_FONT_CONTEXT = re.compile(
+    r"""\bface\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+)|\bfont(?:-family)?\s*:(?:&quot;|[^;}>])*""",
+    re.I)
 _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
                    "param", "source", "track", "wbr"})
 _META_CHARSET = re.compile(r"(<meta\b[^>]*?charset\s*=\s*[\"']?)([\w.:-]+)", re.I)
@@ -643,7 +646,8 @@ class _Html:
                         del stack[k:]
                         break
             elif name not in _VOID and not m.group().endswith("/>"):
-                stack.append((name, bool(_CAPS_FONT.search(m.group()))))
+                caps = any(_CAPS_FONT.fullmatch(f) for f in _fonts_in(m.group()))
+                stack.append((name, caps))
         if pos < len(self.markup):
             flags.append(any(caps for _, caps in stack))
         return flags
@@ -672,12 +676,18 @@ class _Html:
         return _META_CHARSET.sub(lambda m: m.group(1) + "utf-8", "".join(pieces))
 
 
+def _fonts_in(tag: str) -> list[str]:
+    """Legacy font names in one tag or style sheet, in font contexts only (face=, font:,
+    font-family:), so a class such as .VnExpress is not taken for a font."""
+    return [f.group() for c in _FONT_CONTEXT.finditer(tag) for f in _FONT.finditer(c.group())]
+
+
 def legacy_fonts(markup: str) -> list[str]:
     """Legacy Vietnamese font names used in the markup (tags and style sheets), in order."""
     found: dict[str, None] = {}
     for m in _TAG.finditer(markup):
-        for f in _FONT.finditer(m.group()):
-            found[f.group()] = None
+        for name in _fonts_in(m.group()):
+            found[name] = None
     return list(found)
 
 
@@ -702,4 +712,7 @@ def replace_fonts(markup: str) -> str:
             return name  # already quoted
         return f'"{name}"' if before.endswith("=") else name  # unquoted attribute / CSS
 
-    return _TAG.sub(lambda m: _FONT.sub(font, m.group()), markup)
+    def in_contexts(m: re.Match[str]) -> str:
+        return _FONT_CONTEXT.sub(lambda c: _FONT.sub(font, c.group()), m.group())
+
+    return _TAG.sub(in_contexts, markup)
