@@ -5,14 +5,8 @@ examines text that is already Unicode. Both return a `Detection` whose `.text` i
 the Unicode (NFC) form. See `detect.py` for the method.
 """
 
-from relay.tcvn.detect import (
-    CANDIDATES,
-    Detection,
-    inspect,
-    inspect_text,
-    legacy_fonts,
-    replace_fonts,
-)
+from relay.tcvn.detect import CANDIDATES, Detection, inspect, inspect_text
+from relay.tcvn.markup import legacy_fonts, replace_fonts
 from relay.tcvn.syllable import is_syllable
 
 __all__ = ["CANDIDATES", "Detection", "inspect", "inspect_text", "is_syllable",
