@@ -269,3 +269,20 @@ def test_a_css_class_named_like_a_font_is_not_a_font():
            b'<div class="VnExpress-logo">Tin m\xe1\xbb\x9bi</div>')
     det = inspect(doc, "utf-8", html=True)
     assert det.fonts == [] and not det.found
+
+
+@pytest.mark.parametrize("data,charset,html", [
+    (b"<" * 50_000, "utf-8", True),
+    (b"<!--" * 50_000, "utf-8", True),
+    (b"<meta charset" * 50_000, "utf-8", True),
+    (b"<p style='" + b"font:" * 50_000 + b"'>x</p>", "utf-8", True),
+    (("e\u0301 " + "a" * 200_000).encode(), "utf-8", False),
+    (encode_legacy("Báo cáo. ", "tcvn3") + b" " * 200_000 + b"!" + encode_legacy(" ủy ban", "tcvn3"),
+     None, False),
+    (b"a" * 200_000 + b" ca'c ddo+n vi.", "us-ascii", False),
+], ids=["lt", "comment", "meta", "font", "nfd", "spaces", "viqr"])
+def test_hostile_input_takes_linear_time(data, charset, html):
+    # each of these took minutes with the first, regular-expression-only version
+    start = time.perf_counter()
+    inspect(data, charset, html=html)
+    assert time.perf_counter() - start < 1.0

@@ -56,7 +56,6 @@ SPOIL_COST = 0.5
 _WORD = re.compile(r"(?<!%)[A-Za-z\x01-\x08\x0e-\x1f\x80-\U0010ffff]+")
 _NOT_BYTE = re.compile(r"[^\x00-\xff]")
 _HIGH = re.compile(r"[\x01-\x08\x0e-\x1f\x80-\U0010ffff]")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:]\s+)[\s\"'(\-–•*]*$")
 _UNPRINTABLE = re.compile(r"[^!-~]")
 _CAP_LOSSY = ("tcvn3", "tcvn5712")  # tables where toned capitals share the lowercase byte
 
@@ -236,8 +235,9 @@ def _finish(det: Detection, html: bool, hint: str | None, unicode_source: bool) 
     if fonts and hint is None:
         hint = "vni" if any(f.upper().startswith("VNI") for f in fonts) else "tcvn3"
     if unicode_source and not unicodedata.is_normalized("NFC", text):
-        det.not_nfc = _decomposed_vietnamese(text)
-        text = unicodedata.normalize("NFC", text)
+        nfc = unicodedata.normalize("NFC", text)
+        det.not_nfc = _decomposed_vietnamese(text, nfc)
+        text = nfc
     segments = Html(text) if html else None
     lines = segments.lines() if segments else text.split("\n")
     if _HIGH.search("\n".join(lines) if segments else text):  # HTML: entities decoded
@@ -260,15 +260,10 @@ def _finish(det: Detection, html: bool, hint: str | None, unicode_source: bool) 
     return det
 
 
-_COMBINING_WORD = re.compile(r"\S*[\u0300-\u036f]\S*")
-
-
-def _decomposed_vietnamese(text: str) -> bool:
-    """Combining marks that compose into letters only Vietnamese uses (not French é, German ü)."""
-    for m in _COMBINING_WORD.finditer(text):
-        if any(c in VIETNAMESE_ONLY for c in unicodedata.normalize("NFC", m.group())):
-            return True
-    return False
+def _decomposed_vietnamese(text: str, nfc: str) -> bool:
+    """Did composing make letters only Vietnamese uses (not French é, German ü)?"""
+    before, after = Counter(text), Counter(nfc)
+    return any(after[c] > before[c] for c in VIETNAMESE_ONLY if c in after)
 
 
 @dataclass
@@ -408,7 +403,18 @@ def _convert_line(codec: Codec, raw: str) -> str:
     return out
 
 
-_SENTENCE_WORD = re.compile(r"((?:^|[.!?:]\s+)[\s\"'(\-–•*]*)(\w)")
+# the first letter after the start of the line or a full stop (one unambiguous run of
+# spaces and quotes in between: overlapping repeats here would be quadratic)
+_SENTENCE_WORD = re.compile(r"((?:^|[.!?:])[\s\"'(\-–•*]*)(\w)")
+_OPENERS = " \t\"'(-–•*"
+
+
+def _starts_sentence(line: str, at: int) -> bool:
+    """Is the word at `at` the first of its line or sentence? (Looks back a little only.)"""
+    window = line[max(0, at - 32):at].rstrip(_OPENERS)
+    if window:
+        return window[-1] in ".!?:"
+    return at <= 32
 
 
 def _capitalise(m: re.Match[str]) -> str:
@@ -501,8 +507,8 @@ def _apply(line: _Line, changes: dict[int, str], codec: str) -> str:
         if i not in changes:
             continue
         word = changes[i]
-        if codec in _CAP_LOSSY and word[:1].islower() and word[:1] in _TONED_LOWER \
-                and _SENTENCE_START.search(line.text[:tok.start]):
+        if codec in _CAP_LOSSY and word[:1] in _TONED_LOWER \
+                and _starts_sentence(line.text, tok.start):
             word = word[0].upper() + word[1:]
         pieces.append(line.text[pos:tok.start])
         pieces.append(word)

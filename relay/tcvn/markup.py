@@ -11,7 +11,8 @@ import html as htmllib
 import re
 from collections.abc import Callable
 
-_TAG = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
+_RAW_START = re.compile(r"<(script|style)\b", re.I)
+_RAW_END = {"script": re.compile(r"</script\s*>", re.I), "style": re.compile(r"</style\s*>", re.I)}
 _FONT = re.compile(
     r"\.Vn[A-Z][A-Za-z]*(?:[ -](?:Narrow|Schoolbook|New|Antiqua|H)\b)*H?"
     r"|\bVNI[- ][A-Z][A-Za-z]*(?:-[A-Z][A-Za-z]*)*|\bVPS [A-Z][A-Za-z]+"
@@ -19,11 +20,48 @@ _FONT = re.compile(
 _TAG_NAME = re.compile(r"<(/?)([A-Za-z][\w:-]*)")
 _CAPS_FONT = re.compile(r"\.Vn[A-Za-z -]*H")
 _FONT_CONTEXT = re.compile(
-    r"""\bface\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+)|\bfont(?:-family)?\s*:(?:&quot;|[^;}>])*""",
+    r"""\bface\s*=\s*(?:"[^"]{0,200}"|'[^']{0,200}'|[^\s>]{1,200})"""
+    r"""|\bfont(?:-family)?\s*:(?:&quot;|[^;}>]){0,200}""",
     re.I)
 _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
                    "param", "source", "track", "wbr"})
-_META_CHARSET = re.compile(r"(<meta\b[^>]*?charset\s*=\s*[\"']?)([\w.:-]+)", re.I)
+_META_CHARSET = re.compile(r"(<meta\b[^<>]{0,500}?charset\s*=\s*[\"']?)([\w.:-]+)", re.I)
+
+
+def tag_spans(markup: str) -> list[tuple[int, int]]:
+    """(start, end) of every tag, comment, script and style element, in one pass.
+
+    Written out rather than as one regular expression because `<[^>]*>` and `<!--.*?-->`
+    take quadratic time on hostile input (thousands of unclosed '<' or '<!--'), and
+    this runs on every HTML part the relay sees.
+    """
+    spans: list[tuple[int, int]] = []
+    n = len(markup)
+    pos = 0
+    next_gt = -2  # the next '>' after the current position (-1: there is none)
+    while True:
+        i = markup.find("<", pos)
+        if i < 0:
+            break
+        if markup.startswith("<!--", i):
+            j = markup.find("-->", i + 4)
+            end = n if j < 0 else j + 3
+        elif (raw := _RAW_START.match(markup, i)) is not None:
+            close = _RAW_END[raw.group(1).lower()].search(markup, raw.end())
+            end = n if close is None else close.end()
+        else:
+            if next_gt != -1 and next_gt <= i:
+                next_gt = markup.find(">", i + 1)
+            if next_gt == -1:
+                break  # no '>' left: the rest is text
+            k = markup.find("<", i + 1, next_gt)
+            if k >= 0:  # '<' again before '>': this one was text
+                pos = k
+                continue
+            end = next_gt + 1
+        spans.append((i, end))
+        pos = end
+    return spans
 
 
 class Html:
@@ -31,12 +69,13 @@ class Html:
 
     def __init__(self, markup: str) -> None:
         self.markup = markup
+        self.tags = tag_spans(markup)
         self.nodes: list[tuple[int, int]] = []
         pos = 0
-        for m in _TAG.finditer(markup):
-            if m.start() > pos:
-                self.nodes.append((pos, m.start()))
-            pos = m.end()
+        for start, end in self.tags:
+            if start > pos:
+                self.nodes.append((pos, start))
+            pos = end
         if pos < len(markup):
             self.nodes.append((pos, len(markup)))
         self.counts: list[int] = []
@@ -61,11 +100,12 @@ class Html:
         flags = []
         stack: list[tuple[str, bool]] = []
         pos = 0
-        for m in _TAG.finditer(self.markup):
-            if m.start() > pos:
+        for start, end in self.tags:
+            if start > pos:
                 flags.append(any(caps for _, caps in stack))
-            pos = m.end()
-            tag = _TAG_NAME.match(m.group())
+            pos = end
+            text = self.markup[start:end]
+            tag = _TAG_NAME.match(text)
             if tag is None:
                 continue
             name = tag.group(2).lower()
@@ -74,8 +114,8 @@ class Html:
                     if stack[k][0] == name:
                         del stack[k:]
                         break
-            elif name not in _VOID and not m.group().endswith("/>"):
-                caps = any(_CAPS_FONT.fullmatch(f) for f in _fonts_in(m.group()))
+            elif name not in _VOID and name not in _RAW_END and not text.endswith("/>"):
+                caps = any(_CAPS_FONT.fullmatch(f) for f in _fonts_in(text))
                 stack.append((name, caps))
         if pos < len(self.markup):
             flags.append(any(caps for _, caps in stack))
@@ -88,8 +128,7 @@ class Html:
         pieces = []
         pos = i = 0
         for n, ((start, end), count) in enumerate(zip(self.nodes, self.counts, strict=True)):
-            markup = self.markup[pos:start]
-            pieces.append(decode_markup(markup) if decode_markup else markup)
+            pieces.append(_markup(self.markup[pos:start], decode_markup))
             new, old = lines[i:i + count], original[i:i + count]
             if capitals and capitals[n]:
                 new = [line.upper() for line in new]
@@ -100,9 +139,8 @@ class Html:
                 text = htmllib.escape("\n".join(new), quote=False)
                 pieces.append(text.replace("\ue000", "&nbsp;"))
             pos = end
-        tail = self.markup[pos:]
-        pieces.append(decode_markup(tail) if decode_markup else tail)
-        return _META_CHARSET.sub(lambda m: m.group(1) + "utf-8", "".join(pieces))
+        pieces.append(_markup(self.markup[pos:], decode_markup))
+        return "".join(pieces)
 
 
 def _fonts_in(tag: str) -> list[str]:
@@ -111,11 +149,17 @@ def _fonts_in(tag: str) -> list[str]:
     return [f.group() for c in _FONT_CONTEXT.finditer(tag) for f in _FONT.finditer(c.group())]
 
 
+def _markup(tags: str, decode: Callable[[str], str] | None) -> str:
+    """Tags between two text nodes: decoded if asked, <meta charset> now says utf-8."""
+    tags = decode(tags) if decode else tags
+    return _META_CHARSET.sub(lambda m: m.group(1) + "utf-8", tags)
+
+
 def legacy_fonts(markup: str) -> list[str]:
     """Legacy Vietnamese font names used in the markup (tags and style sheets), in order."""
     found: dict[str, None] = {}
-    for m in _TAG.finditer(markup):
-        for name in _fonts_in(m.group()):
+    for start, end in tag_spans(markup):
+        for name in _fonts_in(markup[start:end]):
             found[name] = None
     return list(found)
 
@@ -141,7 +185,11 @@ def replace_fonts(markup: str) -> str:
             return name  # already quoted
         return f'"{name}"' if before.endswith("=") else name  # unquoted attribute / CSS
 
-    def in_contexts(m: re.Match[str]) -> str:
-        return _FONT_CONTEXT.sub(lambda c: _FONT.sub(font, c.group()), m.group())
-
-    return _TAG.sub(in_contexts, markup)
+    pieces = []
+    pos = 0
+    for start, end in tag_spans(markup):
+        tag = markup[start:end]
+        pieces += [markup[pos:start], _FONT_CONTEXT.sub(lambda c: _FONT.sub(font, c.group()), tag)]
+        pos = end
+    pieces.append(markup[pos:])
+    return "".join(pieces)
