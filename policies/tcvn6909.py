@@ -288,6 +288,8 @@ def _header_field(item: Item, msg: Message, eol: bytes) -> bytes | None:
     if name.lower() not in ADDRESS_FIELDS:
         return fold(name, unstructured_atoms(item.detection.text), eol)
     value = msg.get(name) or ""
+    if len(value) > 16384:  # the address parser is not built for hostile sizes
+        raise ValueError(f"{name} is {len(value)} characters long")
     pairs = parse_addresses(value)
     if pairs is None:
         return None
