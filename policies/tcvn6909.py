@@ -210,7 +210,6 @@ class _Entity:
     start: int
     end: int | None  # None: to the end of the message
     replace: dict[str, bytes | None] = field(default_factory=dict)
-    add: list[bytes] = field(default_factory=list)
     body: bytes | None = None
 
 
@@ -303,7 +302,7 @@ def _params(part: Part, header: str, drop: set[str]) -> list[str]:
     out = []
     for key, value in (part.raw.get_params(header=header) or [])[1:]:
         key = key.lower()
-        if key in drop or key.rstrip("*") in drop or not key.isascii():
+        if key in drop or key.rstrip("*") in drop or not _TOKEN.match(key):
             continue
         if isinstance(value, tuple):
             charset, lang, text = value
@@ -349,7 +348,7 @@ def _apply(raw: bytes, ent: _Entity, eol: bytes) -> bytes:
     segment = raw[ent.start:end]
     head, body = split_header(segment)
     blank = segment[len(head):len(segment) - len(body)] or eol
-    new_head = edit_fields(head, ent.replace, ent.add, eol) if (ent.replace or ent.add) else head
+    new_head = edit_fields(head, ent.replace, eol) if ent.replace else head
     if new_head and not new_head.endswith((b"\n", b"\r")):
         new_head += eol
     new_body = body if ent.body is None else ent.body

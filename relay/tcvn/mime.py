@@ -266,10 +266,9 @@ def line_ending(head: bytes) -> bytes:
     return b"\r\n" if b"\r\n" in head else b"\n"
 
 
-def edit_fields(head: bytes, replace: dict[str, bytes | None], add: list[bytes],
-                eol: bytes = b"\r\n") -> bytes:
-    """Header section with fields replaced (first occurrence; later ones dropped when the
-    value is None or a replacement) and new fields appended. Other bytes are untouched,
+def edit_fields(head: bytes, replace: dict[str, bytes | None], eol: bytes = b"\r\n") -> bytes:
+    """Header section with fields replaced: the first occurrence takes the new bytes (None
+    drops it), later ones are dropped, absent ones are appended. Other bytes are untouched,
     except that a last line without its line ending gets one (else a field appended
     after it would join it)."""
     fields = _fields(head)
@@ -288,7 +287,6 @@ def edit_fields(head: bytes, replace: dict[str, bytes | None], add: list[bytes],
     for key, value in replace.items():
         if key not in done and value is not None:
             out.append(value)
-    out.extend(add)
     return b"".join(out)
 
 
