@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -111,6 +112,7 @@ class ServerConfig(Section):
     decision_log: StrictStr = "log/decisions.jsonl"
     policy_dirs: list[StrictStr] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_bind: HostPort | None = None  # Prometheus /metrics, e.g. "127.0.0.1:9325"
 
 
 class ListenerConfig(Section):
@@ -144,6 +146,38 @@ class QueueConfig(Section):
 class DirectoryConfig(Section):
     url: StrictStr = ""  # empty: SQLite file `directory.db` under state_dir
     cache_ttl: Duration = 30.0
+    # how often a node asks the database whether anything changed (bounded by cache_ttl)
+    poll_interval: Duration = 2.0
+    # a removed or renamed address is not given to anyone else for this long (Điều 4, 6)
+    quarantine: Duration = 365 * 86400.0
+    # suggest-address: {given} {family} {middle} {initials} (family+middle initials) {agency}
+    address_pattern: StrictStr = "{given}{initials}"
+    # local parts no personal mailbox may take, besides ubnd, tiepdan and agency codes
+    reserved: list[StrictStr] = ["postmaster", "abuse", "hostmaster", "webmaster",
+                                 "mailer-daemon", "noreply", "root", "admin"]
+    # SMTP AUTH throttling (Điều 7.4): failures within auth_window lock a login / an IP
+    auth_max_failures: StrictInt = Field(5, ge=1)
+    auth_ip_max_failures: StrictInt = Field(20, ge=1)
+    auth_window: Duration = 900.0
+    auth_lockout: Duration = 900.0
+    auth_failure_delay: Duration = 1.0  # added per failure to the answer, capped at 5 s
+
+
+class ArchiveConfig(Section):
+    """Điều 8: what is archived, where, how it is signed and how long it is kept."""
+
+    enabled: StrictBool = True
+    kinds: list[Literal["personal", "official", "citizen_intake"]] = [
+        "official", "citizen_intake"]
+    mailboxes: list[StrictStr] = []  # opt-in: archived whatever their kind
+    official: list[StrictStr] = []  # official addresses the naming rule cannot tell (no directory)
+    blob_store: Literal["auto", "files", "database"] = "auto"  # auto: files on SQLite, else db
+    blob_path: StrictStr = "archive/blobs"  # relative to state_dir; a folder all nodes reach
+    checkpoint_every: StrictInt = Field(1000, ge=1)  # sign the chain head every N entries
+    checkpoint_interval: Duration = 3600.0  # ... or when the last checkpoint is this old
+    signing_key: StrictStr = "archive/signing.key"  # relative to state_dir
+    public_key: StrictStr = ""  # default: signing_key + ".pub"
+    retention: Duration = 3650 * 86400.0  # 0: keep forever
 
 
 class Config(Section):
@@ -156,6 +190,7 @@ class Config(Section):
     outbound: OutboundConfig = OutboundConfig()
     queue: QueueConfig = QueueConfig()
     directory: DirectoryConfig = DirectoryConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )
@@ -232,7 +267,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
             if bind == obind:
                 errors.append(f"listeners.{name}.bind: {bind[0]}:{bind[1]} is also used by "
                               f"listeners.{other}")
-    if config.backend.kind in ("smtp", "lmtp") and not config.backend.port:
+    unix_lmtp = config.backend.kind == "lmtp" and config.backend.host.startswith("/")
+    if config.backend.kind in ("smtp", "lmtp") and not config.backend.port and not unix_lmtp:
         errors.append(f"backend.port: required when backend.kind is {config.backend.kind!r}")
     if errors:
         raise ConfigError("\n".join(where + line for line in errors))

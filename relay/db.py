@@ -6,11 +6,15 @@ administrator writes it) is served by psycopg 3.
 
 from __future__ import annotations
 
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 
 def normalise_url(url: str) -> str:
@@ -37,3 +41,32 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+# Alembic's `context` is process-global: the directory's and the archive's migrations
+# must not run at the same moment in two threads of one process.
+_ALEMBIC = threading.Lock()
+
+
+@contextmanager
+def migration_lock(engine: Engine, key: int) -> Iterator[Connection]:
+    """A transaction that no other process's migration runs beside.
+
+    Nodes, the CLI and the sync timer may start at once. PostgreSQL: an advisory
+    lock held for the transaction. SQLite runs DDL outside transactions, so a
+    second process could see half a schema: a file lock beside the database.
+    """
+    with _ALEMBIC:
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            with open(f"{engine.url.database}.migrate.lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    with engine.begin() as conn:
+                        yield conn
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            yield conn

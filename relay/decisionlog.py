@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay.metrics import FINDINGS, TRANSACTIONS
 from relay.model import Reply, Transaction
 
 
@@ -40,6 +41,9 @@ class DecisionLog:
         self._fh = path.open("a", encoding="utf-8", buffering=1)
 
     def write(self, entry: dict[str, Any]) -> None:
+        TRANSACTIONS.labels(entry["listener"], entry["action"]).inc()
+        for f in entry["findings"]:
+            FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()
         line = json.dumps(entry, ensure_ascii=False, default=str)
         with self._lock:
             self._fh.write(line + "\n")

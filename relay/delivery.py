@@ -20,7 +20,8 @@ from typing import Protocol
 import aiosmtplib
 
 from relay.config import Config
-from relay.spool import Envelope, fsync_dir, write_durably
+from relay.durable import fsync_dir, write_durably
+from relay.spool import Envelope
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -126,11 +127,7 @@ class SmtpBackend:
         while self._idle:
             client = self._idle.pop()
             if client.is_connected:
-                try:
-                    await client.rset()
-                    return client
-                except aiosmtplib.SMTPException:
-                    client.close()
+                return client  # idle clients ended their last transaction cleanly
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, timeout=self.timeout,
             local_hostname=self.hostname, start_tls=False, tls_context=self._tls_context,
@@ -162,6 +159,13 @@ class SmtpBackend:
                 self._idle.append(client)
             return results
 
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """After a refused MAIL or all-refused RCPTs the session needs RSET before reuse."""
+        try:
+            await client.rset()
+        except aiosmtplib.SMTPException:
+            client.close()
+
     async def _transaction(self, client: aiosmtplib.SMTP, env: Envelope, data: bytes,
                            recipients: list[str]) -> dict[str, Result]:
         options = []
@@ -174,6 +178,7 @@ class SmtpBackend:
         try:
             await client.mail(sender, options=options)
         except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(client)
             return {r: result_for_code(exc.code, exc.message) for r in recipients}
         results: dict[str, Result] = {}
         accepted = []
@@ -184,7 +189,7 @@ class SmtpBackend:
             except aiosmtplib.SMTPResponseException as exc:
                 results[rcpt] = result_for_code(exc.code, exc.message)
         if not accepted:
-            await client.rset()
+            await self._reset(client)
             return results
         try:
             response = await client.data(crlf(data))
@@ -262,24 +267,28 @@ class LmtpBackend:
         return conn
 
     async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+        results: dict[str, Result] = {}
         async with self._lock:
             try:
-                return await self._deliver(env, data, recipients)
+                await self._deliver(env, data, recipients, results)
             except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
                 if self._conn is not None:
                     self._conn[1].close()
                     self._conn = None
-                return {r: Result("temporary", f"LMTP {self.host}:{self.port}: {exc}")
-                        for r in recipients}
+                where = self.host if self.host.startswith("/") else f"{self.host}:{self.port}"
+                # recipients answered before the break keep their result: no double delivery
+                for r in recipients:
+                    results.setdefault(r, Result("temporary", f"LMTP {where}: {exc}"))
+        return results
 
-    async def _deliver(self, env: Envelope, data: bytes,
-                       recipients: list[str]) -> dict[str, Result]:
+    async def _deliver(self, env: Envelope, data: bytes, recipients: list[str],
+                       results: dict[str, Result]) -> None:
         conn = await self._open()
         sender = "" if env.sender in ("", "<>") else env.sender
         code, text = await self._command(conn, f"MAIL FROM:<{sender}>")
         if code != 250:
-            return {r: result_for_code(code, text) for r in recipients}
-        results: dict[str, Result] = {}
+            results.update({r: result_for_code(code, text) for r in recipients})
+            return
         accepted = []
         for rcpt in recipients:
             code, text = await self._command(conn, f"RCPT TO:<{rcpt}>")
@@ -288,17 +297,17 @@ class LmtpBackend:
             else:
                 results[rcpt] = result_for_code(code, text)
         if not accepted:
-            return results
+            return
         code, text = await self._command(conn, "DATA")
         if code != 354:
-            return {**results, **{r: result_for_code(code, text) for r in accepted}}
+            results.update({r: result_for_code(code, text) for r in accepted})
+            return
         reader, writer = conn
         writer.write(_LEADING_DOT.sub(b"..", crlf(data)) + b".\r\n")
         await writer.drain()
         for rcpt in accepted:  # RFC 2033 4.2: one reply per accepted recipient, in order
             code, text = await self._reply(reader)
             results[rcpt] = result_for_code(code, text)
-        return results
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -15,6 +15,7 @@ import time
 from relay.config import Config
 from relay.delivery import Router
 from relay.dsn import build_dsn
+from relay.metrics import DELIVERIES, QUEUE
 from relay.model import new_id
 from relay.spool import Envelope, RecipientState, Spool
 
@@ -38,6 +39,7 @@ class QueueRunner:
         self._stopping = False
         self.delivered = 0
         self.bounced = 0
+        QUEUE.set_function(lambda: len(self._due))
 
     def submit(self, queue_id: str) -> None:
         """A new message is on disk: try it now."""
@@ -106,12 +108,13 @@ class QueueRunner:
             self._due.pop(qid, None)
             return
         env, data = await asyncio.to_thread(self.spool.load, qid)
-        state = self.spool.load_state(qid)
+        state = await asyncio.to_thread(self.spool.load_state, qid)
         pending = state.pending(env)
         results = await self.router.deliver(env, data, pending) if pending else {}
         now = time.time()
         failures: dict[str, str] = {}
         for rcpt, result in results.items():
+            DELIVERIES.labels(result.status).inc()
             rs = state.recipients.setdefault(rcpt, RecipientState())
             rs.attempts += 1
             rs.reason = result.reply
@@ -136,12 +139,12 @@ class QueueRunner:
         if failures:
             await self._bounce(env, data, failures, expired)
         if not state.pending(env):
-            self.spool.remove(qid)
+            await asyncio.to_thread(self.spool.remove, qid)
             self._due.pop(qid, None)
             return
         q = self.config.queue
         state.next_attempt = now + backoff(state.attempts, q.min_backoff, q.max_backoff)
-        self.spool.save_state(qid, state)
+        await asyncio.to_thread(self.spool.save_state, qid, state)
         self._due[qid] = state.next_attempt
 
     async def _bounce(self, env: Envelope, data: bytes, failures: dict[str, str],

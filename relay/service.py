@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay import metrics
 from relay import services as services_mod
 from relay.config import Config, ConfigError, load
 from relay.decisionlog import DecisionLog
@@ -90,6 +91,8 @@ class Service:
         self.decisions = DecisionLog(config.state_file(config.server.decision_log))
         self.hub = Hub(config, engine, self.spool, self.decisions, self.services,
                        self.runner.submit)
+        if config.server.metrics_bind is not None:
+            metrics.serve(config.server.metrics_bind)
         tls = server_context(config)
         servers = await start_listeners(self.hub, tls)
         runner_task = asyncio.create_task(self.runner.run())

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.archive import Archive
 from relay.config import Config
+from relay.directory.store import DirectoryStore
 
 
-async def build(config: Config) -> dict[str, Any]:
+async def build(config: Config, archive: bool = True) -> dict[str, Any]:
+    """`archive=False` for dry runs (test-message) that must leave no trace."""
     services: dict[str, Any] = {}
+    # opens (and migrates) the database on first use, so a relay without directory
+    # policies never creates one
+    services["directory"] = DirectoryStore(config)
+    if archive and config.archive.enabled:
+        # looks up services["directory"] per message, so the order here does not matter
+        services["archive"] = Archive.open(config, services)
     return services
 
 

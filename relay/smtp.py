@@ -23,6 +23,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from relay.config import Config, ListenerConfig
 from relay.decisionlog import DecisionLog, record
 from relay.engine import Engine
+from relay.metrics import CONNECTIONS, REFUSED_CONNECTIONS
 from relay.model import Reply, Transaction
 from relay.spool import Envelope as QueuedEnvelope
 from relay.spool import Spool
@@ -114,11 +115,13 @@ class RelaySMTP(SMTP):
         if hub.connections >= hub.config.server.max_connections:
             log.warning("%s: refusing %s: %d connections open", self.listener_name, ip,
                         hub.connections)
+            REFUSED_CONNECTIONS.inc()
             await self.push(TOO_BUSY)
             assert self.transport is not None
             self.transport.close()
             return
         hub.connections += 1
+        CONNECTIONS.inc()
         try:
             reply = await hub.engine.connect(self.tx)
             if reply is not None:
@@ -129,17 +132,21 @@ class RelaySMTP(SMTP):
             await super()._handle_client()
         finally:
             hub.connections -= 1
+            CONNECTIONS.dec()
             self.finish_transaction()
 
-    def finish_transaction(self, action: str | None = None, reply: Reply | str = "") -> None:
+    def finish_transaction(self) -> None:
         """Write the decision-log line of a transaction that ended without DATA."""
         tx = self.tx
-        if tx is None or not tx.mail_from and not tx.decisions and not tx.rcpt_to:
-            return
-        if tx.cache.pop("logged", False):
+        if tx is None or tx.cache.get("logged") or not (tx.mail_from or tx.decisions
+                                                         or tx.rcpt_to):
             return
         last = tx.cache.get("last_reply", "")
-        self.hub.decisions.write(record(tx, action or "abandoned", reply or last))
+        if tx.rcpt_to or not last:
+            action = "abandoned"  # the client went away or reset before DATA
+        else:
+            action = "tempfail" if last.startswith("4") else "reject"
+        self.hub.decisions.write(record(tx, action, last))
         tx.cache["logged"] = True
 
     async def smtp_MAIL(self, arg: str | None) -> None:

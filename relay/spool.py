@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relay.durable import fsync_dir, replace_durably, write_durably
+
 MAGIC = b"RELAYQ1\n"
 
 
@@ -83,33 +85,6 @@ class GroupSync:
             mine = self._started
             await asyncio.get_running_loop().run_in_executor(self._executor, fsync_dir, self.path)
             self._completed = mine
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write, fsync, close: the bytes are on disk when this returns (the name is not yet)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    write_durably(tmp, data)
-    os.replace(tmp, path)
 
 
 class Spool:

@@ -5,4 +5,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.relayproc",
     "tests.fixtures.sink",
+    "tests.fixtures.clamd",
+    "tests.fixtures.slapd",
+    "tests.fixtures.dovecot",
 ]

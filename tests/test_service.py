@@ -81,3 +81,22 @@ def test_sd_notify_ready_reloading_stopping_and_journal_prefixes(tmp_path, relay
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_prometheus_metrics(relay_factory):
+    import urllib.request
+
+    from tests.fixtures.relayproc import free_port
+
+    port = free_port()
+    relay = relay_factory(server={"metrics_bind": f"127.0.0.1:{port}"})
+    with smtplib.SMTP("127.0.0.1", relay.mx, timeout=10) as client:
+        try:
+            client.sendmail("a@example.org", ["ubnd@dienbien.gov.vn"], NO_DATE)
+        except smtplib.SMTPDataError:
+            pass
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'relay_transactions_total{action="reject",listener="mx"} 1.0' in text
+    assert ('relay_findings_total{action="reject",code="headers.missing",policy="headers"} 1.0'
+            in text)
+    assert "relay_queue_messages 0.0" in text

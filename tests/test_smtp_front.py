@@ -246,3 +246,45 @@ def _insecure() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def test_idle_and_data_timeouts_close_the_session(relay_factory):
+    relay = relay_factory(server={"idle_timeout": 1, "data_timeout": 2})
+    with socket.create_connection(("127.0.0.1", relay.mx), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()
+        start = time.monotonic()
+        rest = f.read()  # a silent client: the server ends the session
+        assert time.monotonic() - start < 5
+        assert rest == b"" or rest.startswith(b"421")
+    # a slow DATA (slowloris) is cut at data_timeout even though bytes keep coming
+    with socket.create_connection(("127.0.0.1", relay.mx), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()
+        for line in (b"EHLO x\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                     b"RCPT TO:<ubnd@dienbien.gov.vn>\r\n", b"DATA\r\n"):
+            s.sendall(line)
+            read_reply(f)
+        start = time.monotonic()
+        with pytest.raises(OSError):
+            for _ in range(100):
+                s.sendall(b"Subject: slow\r\n")
+                time.sleep(0.1)
+        assert 1.5 < time.monotonic() - start < 6
+    assert not relay.maildir("ubnd@dienbien.gov.vn")
+
+
+def test_decision_log_has_one_line_per_transaction(relay_factory):
+    relay = relay_factory()
+    with smtp(relay.mx) as client:
+        client.sendmail("an@example.org", ["ubnd@dienbien.gov.vn"], MSG)
+        client.mail("an@example.org")
+        client.rcpt("victim@gmail.com")  # refused: the transaction ends at RSET
+        client.rset()
+        client.mail("an@example.org")
+        client.rcpt("ubnd@dienbien.gov.vn")  # accepted, then the client quits before DATA
+    wait_for(lambda: len(relay.decisions()) >= 3)
+    time.sleep(0.3)
+    assert [d["action"] for d in relay.decisions()] == ["accept", "reject", "abandoned"]
+    reject = relay.decisions()[1]
+    assert "Relay access denied" in reject["reply"] and reject["queue_id"] is None

@@ -62,9 +62,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import queue, serve, testmessage, text
+    from relay.cli import archive, directory, queue, serve, testmessage, text
 
-    for module in (serve, testmessage, queue, text):
+    for module in (serve, testmessage, queue, directory, archive, text):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -24,7 +24,7 @@ async def run_test(
     client_ip: str,
     listener_kind: str,
 ) -> dict:
-    services = await services_mod.build(config)
+    services = await services_mod.build(config, archive=False)
     engine = Engine(config, services)
     try:
         tx = Transaction(

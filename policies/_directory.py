@@ -1,0 +1,31 @@
+"""What the directory policies share: the store and the addresses a message claims."""
+
+from __future__ import annotations
+
+import email.utils
+
+from policies import Context
+from relay.directory.store import DirectoryStore
+from relay.message import decode_header_value
+from relay.model import Transaction
+
+
+def store(context: Context) -> DirectoryStore:
+    try:
+        return context.services["directory"]
+    except KeyError:
+        raise RuntimeError("the directory service is not configured") from None
+
+
+def from_addresses(tx: Transaction) -> list[str]:
+    """Lowercased addresses in the From: header(s); unparsable parts are left to `headers`."""
+    if tx.message is None:
+        return []
+    values = [decode_header_value(v) for v in tx.message.get_all("From")]
+    return [addr.lower() for _name, addr in email.utils.getaddresses(values) if "@" in addr]
+
+
+def envelope_sender(tx: Transaction) -> str:
+    """The MAIL FROM address, '' for the null sender (aiosmtpd hands '<>')."""
+    sender = tx.mail_from.strip()
+    return "" if sender in ("", "<>") else sender.strip("<>").lower()

@@ -1,0 +1,361 @@
+"""`relay directory`: administer the provincial directory (danh bạ điện tử, Điều 4–8).
+
+Every write takes `--basis "QĐ số …/… ngày …"` (Điều 5.3, 6) and is recorded in the
+change log with who made it. Passwords are read with `--password-stdin` or
+generated and printed once; they are never echoed, logged or put in the log.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from relay.cli import config_option, load_config, print_json
+from relay.directory import passwords
+from relay.directory.admin import Directory, DirectoryError, Writer, default_actor
+from relay.directory.schema import Kind, Status
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def write_options(func: F) -> F:
+    func = click.option("--actor", default=None,
+                        help="Who makes the change, for the log (default: your login name).")(func)
+    func = click.option("--basis", required=True,
+                        help='Legal basis, e.g. "QĐ số 12/QĐ-UBND ngày 01/03/2026".')(func)
+    return config_option(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")(func)
+
+
+def _directory(config_path: Path | None) -> Directory:
+    return Directory(load_config(config_path))
+
+
+@contextmanager
+def _writing(config_path: Path | None, basis: str, actor: str | None) -> Iterator[Writer]:
+    directory = _directory(config_path)
+    try:
+        with directory.write(actor or default_actor(), basis) as writer:
+            yield writer
+    except (DirectoryError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        directory.close()
+
+
+def _read_password() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.ClickException("--password-stdin: no password on standard input")
+    return password
+
+
+def _show_password(address: str, password: str) -> None:
+    click.echo(f"Password for {address} (shown once, give it to its owner): {password}")
+
+
+@click.group("directory")
+def directory() -> None:
+    """The provincial directory: agencies, mailboxes, delegations, change log, HR sync."""
+
+
+# --- agencies -------------------------------------------------------------------
+@directory.group("agency")
+def agency() -> None:
+    """Agencies (sở, ban, ngành, huyện…): each has the official address <code>@."""
+
+
+@agency.command("add")
+@click.argument("code")
+@click.option("--name", required=True, help="Full name, in Vietnamese.")
+@click.option("--parent", default=None, help="Code of the parent agency.")
+@write_options
+def agency_add(code: str, name: str, parent: str | None, config_path: Path | None,
+               basis: str, actor: str | None) -> None:
+    """Register an agency."""
+    with _writing(config_path, basis, actor) as w:
+        a = w.add_agency(code, name, parent)
+        click.echo(f"agency {a.code} added")
+
+
+@agency.command("list")
+@config_option
+@json_option
+def agency_list(config_path: Path | None, as_json: bool) -> None:
+    """All agencies."""
+    rows = _directory(config_path).agencies()
+    if as_json:
+        print_json(rows)
+        return
+    for a in rows:
+        parent = f" (in {a['parent']})" if a["parent"] else ""
+        click.echo(f"{a['code']:<16} {a['status']:<7} {a['name']}{parent}")
+
+
+@agency.command("rename")
+@click.argument("code")
+@click.option("--name", required=True, help="The new full name.")
+@write_options
+def agency_rename(code: str, name: str, config_path: Path | None, basis: str,
+                  actor: str | None) -> None:
+    """Change an agency's name (its code, and so its address, stays)."""
+    with _writing(config_path, basis, actor) as w:
+        w.update_agency(code, name=name)
+        click.echo(f"agency {code} renamed")
+
+
+@agency.command("close")
+@click.argument("code")
+@write_options
+def agency_close(code: str, config_path: Path | None, basis: str, actor: str | None) -> None:
+    """Close an agency; its official mailboxes are removed (the archive keeps their mail)."""
+    with _writing(config_path, basis, actor) as w:
+        w.close_agency(code)
+        click.echo(f"agency {code} closed")
+
+
+# --- mailboxes ------------------------------------------------------------------
+@directory.group("mailbox")
+def mailbox() -> None:
+    """Mailboxes: personal, official, citizen_intake (Điều 4)."""
+
+
+@mailbox.command("add")
+@click.argument("address")
+@click.option("--kind", required=True, type=click.Choice([k.value for k in Kind]))
+@click.option("--agency", "agency_code", required=True, help="Agency code.")
+@click.option("--name", default=None, help="Owner's full name (a new person).")
+@click.option("--hr-id", default=None, help="Owner's HR id (an existing or a new person).")
+@click.option("--title", default="", help="Owner's job title.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--no-password", is_flag=True, help="Set no password now (reset-password later).")
+@write_options
+def mailbox_add(address: str, kind: str, agency_code: str, name: str | None,
+                hr_id: str | None, title: str, password_stdin: bool, no_password: bool,
+                config_path: Path | None, basis: str, actor: str | None) -> None:
+    """Create a mailbox. Without --password-stdin a password is generated and shown once."""
+    password = _read_password() if password_stdin else (
+        None if no_password else passwords.generate())
+    with _writing(config_path, basis, actor) as w:
+        owner = None
+        if hr_id:
+            owner = w.person_by_hr_id(hr_id)
+        if owner is None and (name or hr_id):
+            if not name:
+                raise DirectoryError(f"no person with HR id {hr_id}: give --name to create one")
+            owner = w.add_person(name, agency_code, hr_id=hr_id, title=title)
+        box = w.add_mailbox(address, kind, agency_code, owner, password)
+        click.echo(f"mailbox {box.address} ({box.kind}) added")
+    if password and not password_stdin:
+        _show_password(box.address, password)
+
+
+@mailbox.command("show")
+@click.argument("address")
+@config_option
+@json_option
+def mailbox_show(address: str, config_path: Path | None, as_json: bool) -> None:
+    """One mailbox with its delegations."""
+    box = _directory(config_path).mailbox(address)
+    if box is None:
+        raise click.ClickException(f"no mailbox {address}")
+    if as_json:
+        print_json(box)
+        return
+    for key, value in box.items():
+        if key != "delegations":
+            click.echo(f"{key:<12} {value if value is not None else '-'}")
+    for d in box["delegations"]:
+        state = "active" if d["active"] else "ended"
+        click.echo(f"delegate     {d['address'] or d['hr_id']} ({d['person']}) {state}, "
+                   f"from {d['valid_from']:%Y-%m-%d}, basis: {d['basis']}")
+
+
+@mailbox.command("list")
+@click.option("--agency", "agency_code", default=None)
+@click.option("--kind", type=click.Choice([k.value for k in Kind]), default=None)
+@click.option("--status", type=click.Choice([s.value for s in Status]), default=None,
+              help="Default: active and suspended.")
+@config_option
+@json_option
+def mailbox_list(agency_code: str | None, kind: str | None, status: str | None,
+                 config_path: Path | None, as_json: bool) -> None:
+    """Mailboxes, filtered."""
+    rows = _directory(config_path).mailboxes(agency_code, kind, status)
+    if as_json:
+        print_json(rows)
+        return
+    for b in rows:
+        owner = b["owner_name"] or "-"
+        click.echo(f"{b['address']:<40} {b['kind']:<15} {b['status']:<9} {b['agency']:<12} "
+                   f"{owner}")
+
+
+def _status_command(name: str, status: Status, doc: str) -> click.Command:
+    @mailbox.command(name, help=doc)
+    @click.argument("address")
+    @write_options
+    def command(address: str, config_path: Path | None, basis: str, actor: str | None) -> None:
+        with _writing(config_path, basis, actor) as w:
+            w.set_status(address, status)
+            click.echo(f"mailbox {address.lower()} {status.value}")
+
+    return command
+
+
+_status_command("suspend", Status.SUSPENDED, "Suspend a mailbox: no login, no mail.")
+_status_command("restore", Status.ACTIVE, "Make a suspended or removed mailbox active again.")
+_status_command("remove", Status.REMOVED,
+                "Remove a mailbox (Điều 6.3). Its archived mail is kept; its address is "
+                "quarantined.")
+
+
+@mailbox.command("rename")
+@click.argument("address")
+@click.argument("new_address")
+@write_options
+def mailbox_rename(address: str, new_address: str, config_path: Path | None, basis: str,
+                   actor: str | None) -> None:
+    """Change a mailbox's address (Điều 6.2); the old one is quarantined."""
+    with _writing(config_path, basis, actor) as w:
+        box = w.rename_mailbox(address, new_address)
+        click.echo(f"mailbox {address.lower()} is now {box.address}")
+
+
+@mailbox.command("reset-password")
+@click.argument("address")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@write_options
+def mailbox_reset_password(address: str, password_stdin: bool, config_path: Path | None,
+                           basis: str, actor: str | None) -> None:
+    """Set a new password (Điều 7.4); generated and shown once unless --password-stdin."""
+    password = _read_password() if password_stdin else passwords.generate()
+    with _writing(config_path, basis, actor) as w:
+        w.set_password(address, password)
+    if password_stdin:
+        click.echo(f"password of {address.lower()} changed")
+    else:
+        _show_password(address.lower(), password)
+
+
+# --- official mailboxes (Điều 8) ------------------------------------------------
+def _parse_until(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a date such as 2026-12-31, got {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@directory.command("delegate")
+@click.argument("official")
+@click.option("--to", "to", required=True, help="Personal address (or HR id) of the delegate.")
+@click.option("--until", default=None, help="End of the delegation (ISO date/time, UTC).")
+@write_options
+def delegate(official: str, to: str, until: str | None, config_path: Path | None, basis: str,
+             actor: str | None) -> None:
+    """Let a person use an official or citizen-intake mailbox (Điều 8)."""
+    with _writing(config_path, basis, actor) as w:
+        w.delegate(official, to, _parse_until(until))
+        click.echo(f"{to} may now use {official.lower()}")
+
+
+@directory.command("revoke")
+@click.argument("official")
+@click.option("--from", "from_", required=True, help="Personal address (or HR id).")
+@write_options
+def revoke(official: str, from_: str, config_path: Path | None, basis: str,
+           actor: str | None) -> None:
+    """End a delegation (Điều 8)."""
+    with _writing(config_path, basis, actor) as w:
+        w.revoke(official, from_)
+        click.echo(f"{from_} may no longer use {official.lower()}")
+
+
+@directory.command("handover")
+@click.argument("official")
+@click.option("--to", "to", required=True, help="The new head: personal address or HR id.")
+@write_options
+def handover(official: str, to: str, config_path: Path | None, basis: str,
+             actor: str | None) -> None:
+    """A new head takes the official mailbox (Điều 8): new password, old delegations end."""
+    with _writing(config_path, basis, actor) as w:
+        password = w.handover(official, to)
+    click.echo(f"{official.lower()} handed over to {to}; former delegations ended")
+    _show_password(official.lower(), password)
+
+
+# --- history and helpers --------------------------------------------------------
+@directory.command("log")
+@click.option("--key", "--address", "key", default=None, help="Address, agency code or HR id.")
+@click.option("--actor", default=None)
+@click.option("--since", default=None, help="ISO date.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@config_option
+@json_option
+def log_command(key: str | None, actor: str | None, since: str | None, limit: int,
+                config_path: Path | None, as_json: bool) -> None:
+    """The change history: who changed what, when, before/after, on which legal basis."""
+    rows = _directory(config_path).log(key, actor, _parse_until(since), limit)
+    if as_json:
+        print_json(rows)
+        return
+    for c in rows:
+        click.echo(f"{c['at']:%Y-%m-%d %H:%M:%S} {c['actor']:<12} {c['action']:<22} "
+                   f"{c['key']:<32} [{c['basis']}]")
+
+
+@directory.command("suggest-address")
+@click.argument("full_name")
+@click.option("--agency", "agency_code", default=None)
+@click.option("--pattern", default=None,
+              help="e.g. '{given}{initials}' (annv) or '{given}.{family}{middle}' "
+                   "(an.nguyenvan); default [directory] address_pattern.")
+@config_option
+@json_option
+def suggest_address(full_name: str, agency_code: str | None, pattern: str | None,
+                    config_path: Path | None, as_json: bool) -> None:
+    """Propose a free personal address for a Vietnamese name."""
+    try:
+        address = _directory(config_path).suggest_address(full_name, agency_code, pattern)
+    except (DirectoryError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        print_json({"name": full_name, "address": address})
+    else:
+        click.echo(address)
+
+
+@directory.command("sync")
+@click.option("--source", required=True,
+              help="HR feed: a .csv or .jsonl file or http(s) URL, or ldap://host:port/BASE-DN.")
+@click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
+@click.option("--bind-dn", default=None, envvar="RELAY_LDAP_BIND_DN", help="LDAP bind DN.")
+@click.option("--bind-password-file", default=None, type=click.Path(dir_okay=False),
+              envvar="RELAY_LDAP_BIND_PASSWORD_FILE", help="File holding the LDAP password.")
+@click.option("--actor", default=None, help="Who runs the sync (default: directory-sync).")
+@config_option
+@json_option
+def sync(source: str, dry_run: bool, bind_dn: str | None, bind_password_file: str | None,
+         actor: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Bring the directory in line with the HR feed of the Department of Home Affairs (Điều 5.2,
+    6). Exit status: 0 done (or nothing to do), 1 the feed is malformed (nothing applied)."""
+    from directory_sync.cli import run_sync
+
+    run_sync(load_config(config_path), source, dry_run=dry_run, as_json=as_json,
+             bind_dn=bind_dn, bind_password_file=bind_password_file,
+             actor=actor or f"directory-sync:{default_actor()}")
+
+
+COMMANDS = [directory]

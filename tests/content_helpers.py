@@ -1,0 +1,95 @@
+"""Helpers for the content-policy tests: build messages, run the engine and the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from relay.config import from_dict
+from relay.engine import Engine
+from relay.model import Transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_message(
+    sender: str = "alice@example.org",
+    to: str = "bob@dienbien.gov.vn",
+    body: str = "Xin chào, đây là thư thử.\n",
+    attachments: list[tuple[str, bytes, str]] = (),  # type: ignore[assignment]
+    subject: str = "Thư thử",
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
+    msg["Message-ID"] = "<test@example.org>"
+    msg.set_content(body)
+    for name, data, ctype in attachments:
+        maintype, _, subtype = ctype.partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))  # as on the wire
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+async def run_engine(
+    policies: dict[str, dict[str, Any]],
+    raw: bytes,
+    sender: str,
+    recipients: list[str],
+    services: dict[str, Any] | None = None,
+    auth: str | None = None,
+) -> tuple[Transaction, dict[str, Any]]:
+    """MAIL, RCPT for each recipient, DATA; returns the transaction and what happened."""
+    config = from_dict({"policies": policies})
+    engine = Engine(config, services)
+    tx = Transaction(auth_login=auth, listener_kind="submission" if auth else "mx")
+    out: dict[str, Any] = {"rcpt": {}}
+    try:
+        reply = await engine.mail(tx, sender)
+        out["mail"] = reply
+        if reply is None:
+            for rcpt in recipients:
+                out["rcpt"][rcpt] = await engine.rcpt(tx, rcpt)
+            if tx.rcpt_to:
+                out["data"] = await engine.data(tx, raw)
+    finally:
+        await engine.close()
+    return tx, out
+
+
+def run_cli(
+    tmp_path: Path, toml: str, raw: bytes, sender: str, recipients: list[str],
+    *extra: str,
+) -> tuple[int, dict[str, Any]]:
+    """`relay test-message --json` in a subprocess, as an administrator would run it."""
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(toml)
+    eml = tmp_path / "message.eml"
+    eml.write_bytes(raw)
+    args = [sys.executable, "-c", "from relay.cli import main; main()", "test-message",
+            "-c", str(cfg), "--from", sender]
+    for r in recipients:
+        args += ["--to", r]
+    args += [*extra, str(eml), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(args, capture_output=True, env=env, timeout=60, cwd=tmp_path)
+    assert proc.stdout, proc.stderr.decode()
+    return proc.returncode, json.loads(proc.stdout)

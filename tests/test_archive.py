@@ -1,0 +1,433 @@
+"""The archive on SQLite with file blobs: what is archived, tampering, export, purge, holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+
+from relay.archive import Archive, ArchiveError, Filters, Party, chain, schema
+from relay.archive.export import export, mbox_quote, mbox_unquote, verify_export
+from relay.archive.verify import verify_archive
+from tests.archive_helpers import (
+    OUTSIDE,
+    PERSON,
+    TIEPDAN,
+    UBND,
+    fill,
+    make_config,
+    message,
+    open_archive,
+    tx,
+)
+
+
+@pytest.fixture
+def arch(tmp_path):
+    archive = open_archive(make_config(tmp_path))
+    yield archive
+    archive.close()
+
+
+def verify(archive: Archive, **kw):
+    return verify_archive(archive, chain.load_public(archive.public_key_path), **kw)
+
+
+def sql(archive: Archive, statement: str, **params) -> None:
+    with archive.engine.begin() as conn:
+        conn.execute(sa.text(statement), params)
+
+
+# --- what is archived -----------------------------------------------------------------
+async def test_official_mail_is_archived_both_ways_and_personal_mail_is_not(arch):
+    raw = message(1)
+    out = await arch.record(tx(UBND, OUTSIDE, PERSON), raw, raw)
+    into = await arch.record(tx(OUTSIDE, "tiepdan.sotnmt@dienbien.gov.vn"), raw, raw)
+    personal = await arch.record(tx(PERSON, OUTSIDE), raw, raw)
+    both = await arch.record(tx(UBND, TIEPDAN), raw, raw)
+    assert personal == []
+    rows = {r["seq"]: r for r in arch.search(Filters())}
+    assert [(rows[i]["mailbox"], rows[i]["direction"], rows[i]["kind"]) for i in out] == [
+        (UBND, "out", "official")]
+    assert [(rows[i]["mailbox"], rows[i]["direction"], rows[i]["kind"]) for i in into] == [
+        ("tiepdan.sotnmt@dienbien.gov.vn", "in", "citizen_intake")]
+    assert [(rows[i]["mailbox"], rows[i]["direction"]) for i in both] == [
+        (UBND, "out"), (TIEPDAN, "in")]
+    assert len(rows) == 4
+
+
+async def test_opt_in_and_configured_official_list(tmp_path):
+    archive = open_archive(make_config(tmp_path, mailboxes=[PERSON],
+                                       official=["vanphong@dienbien.gov.vn"]))
+    raw = message()
+    assert await archive.record(tx(PERSON, OUTSIDE), raw, raw) == [1]
+    assert await archive.record(tx(OUTSIDE, "vanphong@dienbien.gov.vn"), raw, raw) == [2]
+    assert await archive.record(tx(OUTSIDE, "binh@dienbien.gov.vn"), raw, raw) == []
+    assert archive.get(1)["kind"] == "personal"
+    archive.close()
+
+
+@dataclass
+class _Mailbox:
+    kind: str
+
+
+class _Directory:
+    """Stands in for the directory service another engineer builds (same call shape)."""
+
+    def __init__(self, kinds: dict[str, str]) -> None:
+        self.kinds = kinds
+
+    async def mailbox(self, address: str) -> _Mailbox | None:
+        kind = self.kinds.get(address)
+        return _Mailbox(kind) if kind else None
+
+
+async def test_the_directory_decides_the_kind_when_there_is_one(tmp_path):
+    services = {"directory": _Directory({"sotc@dienbien.gov.vn": "official",
+                                         UBND: "personal"})}
+    archive = open_archive(make_config(tmp_path), services=services)
+    raw = message()
+    assert await archive.record(tx("sotc@dienbien.gov.vn", OUTSIDE), raw, raw) == [1]
+    assert await archive.record(tx(UBND, OUTSIDE), raw, raw) == []  # directory wins
+    assert await archive.record(tx(OUTSIDE, TIEPDAN), raw, raw) == [2]  # unknown: naming rule
+    archive.close()
+
+
+async def test_record_stores_exact_bytes_envelope_and_decisions(arch):
+    accepted = message(7)
+    delivered = b"X-Tag: converted\r\n" + accepted
+    t = tx(UBND, OUTSIDE, auth="ubnd")
+    t.conversions = ["tcvn.legacy"]
+    [seq] = await arch.record(t, accepted, delivered)
+    row = arch.get(seq)
+    assert arch.read_blob(row["accepted_hash"], row["accepted_size"]) == accepted
+    assert arch.read_blob(row["delivered_hash"], row["delivered_size"]) == delivered
+    meta = json.loads(row["meta"])
+    assert meta["auth_login"] == "ubnd"
+    assert meta["client"]["ip"] == "192.0.2.7"
+    assert meta["envelope"]["rcpt_to"] == [OUTSIDE]
+    assert meta["conversions"] == ["tcvn.legacy"]
+    assert row["subject"] == "Thông báo số 12/TB-UBND"
+    assert row["message_id"] == "<7.archive-test@dienbien.gov.vn>"
+    stored = arch.blobs.path(row["accepted_hash"]).read_bytes()
+    assert len(stored) < len(accepted) or len(accepted) < 600  # compressed
+
+
+async def test_search_filters(arch):
+    await fill(arch, 3)
+    raw = message(9, subject="Đơn khiếu nại đất đai", sender=OUTSIDE, to=TIEPDAN)
+    await arch.record(tx(OUTSIDE, TIEPDAN), raw, raw)
+    assert [r["seq"] for r in arch.search(Filters(mailbox=TIEPDAN))] == [4]
+    assert [r["seq"] for r in arch.search(Filters(subject="ĐƠN KHIẾU"))] == [4]
+    assert [r["seq"] for r in arch.search(Filters(recipient=OUTSIDE))] == [1, 2, 3]
+    assert [r["seq"] for r in arch.search(Filters(sender=UBND.upper()))] == [1, 2, 3]
+    assert arch.search(Filters(recipient="%")) == []
+
+
+# --- verify: clean and tampered ----------------------------------------------------------
+async def test_clean_archive_verifies(arch):
+    await fill(arch, 10)
+    report = verify(arch)
+    assert report.ok, report.problems
+    assert report.entries == 10 and report.blobs == 10
+    assert report.checkpoints == 3  # #1 (first), #4, #8
+    assert report.last_checkpoint == 8
+
+
+def _first_bad(archive: Archive) -> tuple[int | None, str]:
+    report = verify(archive)
+    assert not report.ok
+    bad = report.first_bad
+    return bad.seq, bad.kind
+
+
+async def test_changed_blob_byte_is_found_at_its_entry(arch):
+    await fill(arch, 10)
+    path = arch.blobs.path(arch.get(5)["accepted_hash"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert _first_bad(arch) == (5, "blob")
+
+
+async def test_changed_index_row_is_found(arch):
+    await fill(arch, 10)
+    sql(arch, "UPDATE archive_entry SET sender = 'someone@else.vn' WHERE seq = 5")
+    assert _first_bad(arch) == (5, "fields")
+
+
+async def test_deleted_row_is_found(arch):
+    await fill(arch, 10)
+    sql(arch, "DELETE FROM archive_entry WHERE seq = 5")
+    assert _first_bad(arch) == (5, "missing")
+
+
+async def test_swapped_pair_is_found(arch):
+    await fill(arch, 10)
+    sql(arch, "UPDATE archive_entry SET seq = -1 WHERE seq = 5")
+    sql(arch, "UPDATE archive_entry SET seq = 5 WHERE seq = 6")
+    sql(arch, "UPDATE archive_entry SET seq = 6 WHERE seq = -1")
+    assert _first_bad(arch) == (5, "link")
+
+
+async def test_tail_cut_after_a_checkpoint_is_found(arch):
+    await fill(arch, 10)  # checkpoints at #1, #4, #8
+    sql(arch, "DELETE FROM archive_entry WHERE seq >= 7")
+    # a careful attacker also moves the head back; the signed checkpoint #8 still says no
+    with arch.engine.begin() as conn:
+        h6 = conn.execute(sa.text("SELECT entry_hash FROM archive_entry WHERE seq = 6")).scalar()
+        conn.execute(sa.text("UPDATE archive_head SET seq = 6, hash = :h WHERE chain = 'entries'"),
+                     {"h": h6})
+    report = verify(arch)
+    assert (report.first_bad.seq, report.first_bad.kind) == (7, "tail")
+    assert "#7–#8 were cut off" in str(report.first_bad)
+
+
+async def test_rewritten_chain_is_caught_by_the_signed_checkpoint(arch):
+    await fill(arch, 6)
+    sql(arch, "UPDATE archive_entry SET sender = 'forged@else.vn' WHERE seq = 2")
+    # recompute every hash after the change, as someone with database access could
+    with arch.engine.begin() as conn:
+        prev = conn.execute(sa.text("SELECT entry_hash FROM archive_entry WHERE seq = 1")).scalar()
+        for row in conn.execute(sa.select(schema.entry).where(schema.entry.c.seq >= 2)
+                                .order_by(schema.entry.c.seq)).mappings().all():
+            new = chain.link(prev, chain.fields_digest(chain.entry_fields(row)))
+            conn.execute(sa.text("UPDATE archive_entry SET prev_hash = :p, entry_hash = :h "
+                                 "WHERE seq = :s"), {"p": prev, "h": new, "s": row["seq"]})
+            prev = new
+        conn.execute(sa.text("UPDATE archive_head SET hash = :h WHERE chain = 'entries'"),
+                     {"h": prev})
+    seq, kind = _first_bad(arch)
+    assert (seq, kind) == (4, "checkpoint")
+
+
+async def test_forged_checkpoint_signature_is_found(arch):
+    await fill(arch, 5)
+    sql(arch, "UPDATE archive_checkpoint SET signature = :s WHERE seq = 4", s="00" * 64)
+    assert _first_bad(arch) == (4, "signature")
+
+
+async def test_verify_since_checks_from_there(arch):
+    await fill(arch, 10)
+    sql(arch, "UPDATE archive_entry SET sender = 'x@y.vn' WHERE seq = 2")
+    assert not verify(arch).ok
+    report = verify(arch, since_seq=3)
+    assert report.ok and report.first_seq == 3
+
+
+# --- export ---------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["eml", "mbox"])
+async def test_export_verifies_on_its_own_and_detects_changes(arch, tmp_path, fmt):
+    await fill(arch, 3)
+    odd = message(99, body="From the office\n>From here\nFrom")  # mbox quoting
+    await arch.record(tx(OUTSIDE, TIEPDAN), odd, b"X-Converted: 1\r\n" + odd)
+    await fill(arch, 4, start=3)
+    arch.checkpoint()
+    out = tmp_path / "export"
+    summary = export(arch, Filters(mailbox=TIEPDAN), fmt, out, "auditor", "inspection 2026")
+    assert summary["entries"] == 1
+    public = chain.load_public(arch.public_key_path)
+    report = verify_export(out, public)
+    assert report.ok, report.problems
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all("fields" not in link for link in manifest["chain"])  # others: digests only
+    assert len(manifest["chain"]) == manifest["checkpoint"]["seq"] - 4 + 1
+    # only the public key: another key fails
+    other = tmp_path / "other"
+    chain.generate_keys(other, tmp_path / "other.pub")
+    assert not verify_export(out, chain.load_public(tmp_path / "other.pub")).ok
+    # one changed byte in a message
+    target = out / ("archive.mbox" if fmt == "mbox" else "messages/00000004-accepted.eml")
+    data = bytearray(target.read_bytes())
+    data[data.index(b"MIME-Version")] ^= 0x20
+    target.write_bytes(bytes(data))
+    report = verify_export(out, public)
+    assert (report.first_bad.seq, report.first_bad.kind) == (4, "blob")
+    # the access log recorded it
+    [access] = arch.access_log()
+    assert access["action"] == "export" and access["who"] == "auditor"
+    assert access["reason"] == "inspection 2026"
+
+
+def test_mbox_quoting_round_trips():
+    data = b"From a\r\n>From b\r\nFromage\r\n>>From c\nx"
+    assert mbox_unquote(mbox_quote(data)) == data
+    assert mbox_quote(data).startswith(b">From a")
+
+
+async def test_export_edits_to_the_manifest_are_found(arch, tmp_path):
+    await fill(arch, 4)
+    out = tmp_path / "export"
+    export(arch, Filters(), "eml", out, "auditor", "audit")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["entries"][1]["fields"]["subject"] = "Khác"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    report = verify_export(out, chain.load_public(arch.public_key_path))
+    assert (report.first_bad.seq, report.first_bad.kind) == (2, "fields")
+
+
+async def test_export_refuses_entries_no_checkpoint_covers(arch, tmp_path):
+    await fill(arch, 2)  # checkpoint at #1 only
+    summary = export(arch, Filters(), "eml", tmp_path / "e", "auditor", "audit")
+    assert summary["entries"] == 1 and summary["skipped_uncovered"] == [2]
+    with pytest.raises(ArchiveError, match="not yet covered"):
+        export(arch, Filters(since_seq=2), "eml", tmp_path / "f", "auditor", "audit")
+
+
+# --- access log -------------------------------------------------------------------------
+async def test_access_log_is_chained(arch):
+    await fill(arch, 1)
+    arch.log_access("auditor", "show", {"entry": 1}, "complaint 5")
+    arch.log_access("auditor", "show", {"entry": 1}, "complaint 6")
+    assert verify(arch).ok
+    sql(arch, "UPDATE archive_access SET reason = 'nothing' WHERE seq = 1")
+    report = verify(arch)
+    assert [(p.chain, p.seq, p.kind) for p in report.problems] == [("access", 1, "fields")]
+
+
+# --- retention and legal hold -------------------------------------------------------------
+async def test_purge_leaves_tombstones_and_verify_green(tmp_path):
+    archive = open_archive(make_config(tmp_path, retention="30d"))
+    await fill(archive, 3)
+    raw = message(50)
+    await archive.record(tx(UBND, TIEPDAN), raw, raw)  # #4 out, #5 in: one shared blob
+    archive.hold(TIEPDAN, "inspector", "case 12/2026")
+    later = chain.now() + __import__("datetime").timedelta(days=31)
+    report = archive.purge("admin", at=later)
+    assert report.purged == [1, 2, 3, 4]
+    assert report.held == {TIEPDAN: 1}
+    assert report.blobs_deleted == 3  # #4's blob is still needed by held #5
+    assert not archive.blobs.path(archive.get(1)["accepted_hash"]).exists()
+    assert archive.blobs.path(archive.get(5)["accepted_hash"]).exists()
+    result = verify(archive)
+    assert result.ok, result.problems
+    assert [t["seq"] for t in result.tombstones] == [1, 2, 3, 4]
+    assert {t["by"] for t in result.tombstones} == {"admin"}
+    with pytest.raises(ArchiveError):
+        archive.read_blob(archive.get(1)["accepted_hash"], archive.get(1)["accepted_size"])
+    # a tombstone nobody purged is tampering
+    sql(archive, "UPDATE archive_entry SET purged_at = :t WHERE seq = 5", t=later)
+    assert _first_bad(archive) == (5, "tombstone")
+    archive.close()
+
+
+async def test_legal_hold_blocks_purge_until_released(tmp_path):
+    archive = open_archive(make_config(tmp_path, retention="1d"))
+    await fill(archive, 2)
+    assert archive.hold(UBND, "inspector", "Quyết định thanh tra 45/QĐ")
+    assert not archive.hold(UBND, "inspector", "again")
+    later = chain.now() + __import__("datetime").timedelta(days=2)
+    report = archive.purge("admin", at=later)
+    assert report.purged == [] and report.held == {UBND: 2}
+    assert archive.blobs.path(archive.get(1)["accepted_hash"]).exists()
+    assert archive.release(UBND, "inspector", "case closed")
+    assert archive.purge("admin", at=later).purged == [1, 2]
+    assert [r["action"] for r in archive.access_log()] == ["hold", "release", "purge"]
+    assert verify(archive).ok
+    archive.close()
+
+
+async def test_purge_respects_the_retention_period(tmp_path):
+    archive = open_archive(make_config(tmp_path, retention="30d"))
+    await fill(archive, 2)
+    assert archive.purge("admin").purged == []
+    archive.close()
+
+
+# --- durability and checkpoints -------------------------------------------------------------
+async def test_no_signing_key_still_archives_but_signs_nothing(tmp_path):
+    archive = open_archive(make_config(tmp_path), keys=False)
+    assert await fill(archive, 2) == [1, 2]
+    report = verify_archive(archive, None)
+    assert report.ok and report.checkpoints == 0
+    with pytest.raises(ArchiveError, match="keygen"):
+        archive.checkpoint()
+    archive.close()
+
+
+async def test_aclose_signs_the_tail(arch):
+    await fill(arch, 2)
+    await arch.aclose()
+    with arch.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT max(seq) FROM archive_checkpoint")).scalar() == 2
+
+
+async def test_record_fails_loudly_when_the_database_is_gone(arch, tmp_path):
+    await fill(arch, 1)
+    sql(arch, "DROP TABLE archive_entry")
+    raw = message()
+    with pytest.raises(sa.exc.OperationalError):
+        await arch.record(tx(UBND, OUTSIDE), raw, raw)
+
+
+def test_archive_config_errors_name_the_key(tmp_path):
+    from relay.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"archive\.kinds\.0: .*'official'"):
+        from_dict({"archive": {"kinds": ["offical"]}})
+    with pytest.raises(ConfigError, match=r"archive\.checkpoint_every: "):
+        from_dict({"archive": {"checkpoint_every": 0}})
+    with pytest.raises(ConfigError, match=r"archive\.retention: expected a duration"):
+        from_dict({"archive": {"retention": "ten years"}})
+    assert make_config(tmp_path, retention="3650d").archive.retention == 3650 * 86400
+
+
+async def test_verify_while_the_relay_appends_is_not_fooled(arch):
+    await fill(arch, 5)
+    raw = message(77)
+
+    def append_meanwhile(done: int, _bytes: int) -> None:
+        for _ in range(4):  # crosses checkpoint #8 while verify reads
+            arch.append([Party(UBND, "official", "out")], tx(UBND, OUTSIDE), raw, raw)
+        arch.log_access("auditor", "show", {"entry": 1}, "meanwhile")
+
+    report = verify_archive(arch, chain.load_public(arch.public_key_path),
+                            progress=append_meanwhile)
+    assert report.ok, report.problems
+    assert report.entries == 5
+    assert verify(arch).entries == 9
+
+
+async def test_row_appended_behind_the_relays_back_is_found(arch):
+    await fill(arch, 3)
+    sql(arch, "INSERT INTO archive_entry SELECT seq + 1, recorded_at, node, queue_id, mailbox, "
+              "kind, direction, sender, recipients, subject, subject_fold, message_id, "
+              "accepted_hash, accepted_size, delivered_hash, delivered_size, meta, entry_hash, "
+              "entry_hash, purged_at FROM archive_entry WHERE seq = 3")
+    assert _first_bad(arch) == (4, "inserted")
+
+
+async def test_an_idle_relay_signs_its_tail_within_the_interval(tmp_path):
+    archive = open_archive(make_config(tmp_path, checkpoint_every=1000,
+                                       checkpoint_interval=1.0))
+    await fill(archive, 1)  # #1 signed at once (first entry)
+    await fill(archive, 2)  # #2, #3: the interval has not passed yet
+    with archive.engine.connect() as conn:
+        top = "SELECT max(seq) FROM archive_checkpoint"
+        assert conn.execute(sa.text(top)).scalar() == 1
+    await asyncio.sleep(1.6)
+    with archive.engine.connect() as conn:
+        assert conn.execute(sa.text(top)).scalar() == 3
+    await archive.aclose()
+
+
+async def test_concurrent_sessions_share_commits_and_keep_one_chain(arch):
+    commits: list[int] = []
+    commit = arch._commit
+
+    def counting(batch):
+        commits.append(len(batch))
+        return commit(batch)
+
+    arch._commit = counting
+    messages = [message(i) for i in range(40)]
+    results = await asyncio.gather(*(arch.record(tx(UBND, OUTSIDE, TIEPDAN), raw, raw)
+                                     for raw in messages))
+    assert sorted(i for ids in results for i in ids) == list(range(1, 81))
+    assert all(ids[1] == ids[0] + 1 for ids in results)  # a message's entries stay together
+    assert sum(commits) == 40 and len(commits) < 40  # grouped
+    assert verify(arch).ok
