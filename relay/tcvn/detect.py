@@ -333,7 +333,12 @@ def _weight(word: str, codec: str) -> float:
     """
     if codec != "vni" and _case_ok(word) and _WESTERN_LETTERS.issuperset(word):
         return 0.5
+    if word.strip(_QUOTES).isascii():  # German »-l«, Finnish ”.L”: quotes around ASCII
+        return 0.5
     return 1.0
+
+
+_QUOTES = "«»“”„‘’‹›"
 
 
 def _case_ok(word: str) -> bool:
