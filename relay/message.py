@@ -73,7 +73,7 @@ def decode_header_value(value: str) -> str:
         if isinstance(chunk, bytes):
             try:
                 out.append(chunk.decode(charset or "ascii", "replace"))
-            except LookupError:
+            except (LookupError, ValueError):  # unknown charset, or a NUL in its name
                 out.append(chunk.decode("latin-1"))
         else:
             out.append(chunk)

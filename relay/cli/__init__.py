@@ -62,9 +62,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import archive, directory, milter, queue, serve, testmessage
+    from relay.cli import archive, directory, milter, queue, serve, testmessage, text
 
-    for module in (serve, testmessage, queue, directory, archive, milter):
+    for module in (serve, testmessage, queue, directory, archive, text, milter):
         for command in module.COMMANDS:
             main.add_command(command)
 
