@@ -31,7 +31,7 @@ from tests.fixtures.relayproc import free_port
 
 MESSAGE = """\
 From: nguyenvana@dienbien.gov.vn
-To: tiepdan@dienbien.gov.vn
+To: {to}
 Date: Sun, 29 Nov 2026 10:00:00 +0700
 Message-ID: <bench@dienbien.gov.vn>
 Subject: =?utf-8?b?QsOhbyBjw6FvIHR14bqnbg==?=
@@ -42,11 +42,11 @@ Content-Transfer-Encoding: 8bit
 """
 
 
-def message_file(directory: Path, size: int) -> Path:
+def message_file(directory: Path, size: int, to: str) -> Path:
     line = "Kính gửi các cơ quan, đơn vị trên địa bàn tỉnh Điện Biên.\n"
     body = line * max(1, size // len(line.encode()))
     path = directory / "message.eml"
-    path.write_text(MESSAGE + body)
+    path.write_text(MESSAGE.format(to=to) + body)
     return path
 
 
@@ -75,12 +75,13 @@ def sent_count(postfix: PrivatePostfix) -> int:
     return len(re.findall(r" status=sent ", postfix.log))
 
 
-def run_round(postfix: PrivatePostfix, message: Path, messages: int, sessions: int) -> dict:
+def run_round(postfix: PrivatePostfix, message: Path, messages: int, sessions: int,
+              to: str) -> dict:
     before = sent_count(postfix)
     started = time.monotonic()
     result = subprocess.run(
         ["smtp-source", "-s", str(sessions), "-m", str(messages), "-F", str(message),
-         "-f", "nguyenvana@dienbien.gov.vn", "-t", "tiepdan@dienbien.gov.vn",
+         "-f", "nguyenvana@dienbien.gov.vn", "-t", to,
          f"127.0.0.1:{postfix.port}"],
         capture_output=True, text=True, timeout=600,
     )
@@ -104,6 +105,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per setup, alternating")
     parser.add_argument("--policies", default="size,recipients,headers",
                         help="policies the milter runs (comma-separated)")
+    parser.add_argument("--to", default="binhtt@dienbien.gov.vn",
+                        help="recipient; an official one (tiepdan@dienbien.gov.vn) adds the "
+                             "archive to each message")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
 
@@ -135,15 +139,16 @@ def main() -> int:
                                       {"default_process_limit": "100"})
             instances.append(instance.start())
             setups[name] = instance
-        message = message_file(work, args.size)
+        message = message_file(work, args.size, args.to)
         for instance in setups.values():  # warm up: processes spawned, caches filled
-            run_round(instance, message, min(50, args.messages), args.sessions)
+            run_round(instance, message, min(50, args.messages), args.sessions, args.to)
         results: dict[str, list[dict]] = {name: [] for name in setups}
         milter_cpu = 0.0
         for _ in range(args.rounds):
             for name, instance in setups.items():
                 cpu = cpu_seconds(milter.pid)
-                results[name].append(run_round(instance, message, args.messages, args.sessions))
+                results[name].append(run_round(instance, message, args.messages, args.sessions,
+                                               args.to))
                 if instance.milter:
                     milter_cpu += cpu_seconds(milter.pid) - cpu
         summary = {}
@@ -158,6 +163,7 @@ def main() -> int:
         report = {
             "messages_per_round": args.messages, "sessions": args.sessions,
             "body_bytes": args.size, "rounds": args.rounds, "policies": args.policies,
+            "to": args.to,
             "results": summary,
             "ratio_accept": with_milter["accept_per_s"] / alone["accept_per_s"],
             "ratio_end_to_end": with_milter["end_to_end_per_s"] / alone["end_to_end_per_s"],
@@ -167,8 +173,9 @@ def main() -> int:
         if args.json:
             print(json.dumps(report))
         else:
-            print(f"{args.rounds} rounds x {args.messages} messages, {args.sessions} sessions, "
-                  f"{args.size}-byte body, milter policies: {args.policies}")
+            print(f"{args.rounds} rounds x {args.messages} messages to {args.to}, "
+                  f"{args.sessions} sessions, {args.size}-byte body, "
+                  f"milter policies: {args.policies}")
             for name, s in summary.items():
                 print(f"  {name:15} accept {s['accept_per_s']:7.1f} msg/s   end-to-end "
                       f"{s['end_to_end_per_s']:7.1f} msg/s   "
