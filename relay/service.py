@@ -12,15 +12,13 @@ import asyncio
 import logging
 import os
 import signal
-import socket
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from relay import metrics
 from relay import services as services_mod
-from relay.config import Config, ConfigError, load
+from relay.config import Config
+from relay.daemon import reload_runtime, retire, sd_notify, setup_logging, watchdog
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
 from relay.engine import Engine
@@ -30,45 +28,6 @@ from relay.spool import Spool
 from relay.tls import server_context
 
 log = logging.getLogger("relay")
-
-# syslog levels for journald's <N> prefixes (sd-daemon(3))
-_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-             logging.CRITICAL: 2}
-
-
-class JournalFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        prefix = f"<{_PRIORITY.get(record.levelno, 6)}>"
-        return "\n".join(prefix + line for line in text.splitlines())
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:  # journald or a pipe: let the priority prefix carry the level
-        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
-
-
-def sd_notify(state: str) -> None:
-    """The sd_notify(3) datagram; a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(address)
-            sock.sendall(state.encode())
-        except OSError as exc:
-            log.warning("sd_notify failed: %s", exc)
-
 
 class Service:
     def __init__(self, config: Config, config_path: Path | None) -> None:
@@ -104,7 +63,7 @@ class Service:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn, self.reload)
         loop.add_signal_handler(signal.SIGUSR1, self.runner.rescan)
-        self._watchdog()
+        self._spawn(watchdog)
         sd_notify(f"READY=1\nSTATUS=accepting mail on {len(servers)} listeners\n"
                   f"MAINPID={os.getpid()}")
         log.info("relay ready: %d listeners, %d policies, state in %s", len(servers),
@@ -130,44 +89,18 @@ class Service:
         task.add_done_callback(self._background.discard)
 
     async def reload(self) -> None:
-        monotonic_us = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
-        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_us}")
-        try:
-            new = load(self.config_path)
-            if new.listeners != self.config.listeners:
-                log.warning("listener changes take effect at the next restart")
-            services = await services_mod.build(new)
-            engine = Engine(new, services)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration:\n%s", exc)
+        runtime = await reload_runtime(self.config_path)
+        if runtime is None:
             return
-        except Exception:
-            log.exception("reload failed, keeping the running configuration")
-            return
-        finally:
-            sd_notify("READY=1")
+        new, services, engine = runtime
+        if new.listeners != self.config.listeners:
+            log.warning("listener changes take effect at the next restart")
         old_engine, old_services = self.hub.engine, self.services
         self.hub.reconfigure(new, engine, services)
         self.config, self.services = new, services
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
         # sessions still inside a stage may hold the old engine for a moment
-        await asyncio.sleep(5)
-        await old_engine.close()
-        await services_mod.close(old_services)
-
-    def _watchdog(self) -> None:
-        usec = os.environ.get("WATCHDOG_USEC")
-        if not usec:
-            return
-        interval = int(usec) / 2_000_000
-
-        async def ping() -> None:
-            while True:
-                sd_notify("WATCHDOG=1")
-                await asyncio.sleep(interval)
-
-        self._spawn(ping)
-
+        await retire(old_engine, old_services, lambda: asyncio.sleep(5))
 
 def run(config: Config, config_path: Path | None) -> int:
     setup_logging(config.server.log_level)

@@ -9,14 +9,14 @@ import logging
 import os
 import signal
 import stat
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from relay import metrics
 from relay import services as services_mod
-from relay.config import Config, ConfigError, load
+from relay.config import Config
+from relay.daemon import reload_runtime, retire, sd_notify, setup_logging, watchdog
 from relay.decisionlog import DecisionLog
 from relay.engine import Engine
 from relay.milter.session import MilterSession
@@ -119,8 +119,6 @@ class MilterService:
         self._background: set[asyncio.Task[None]] = set()
 
     async def main(self) -> int:
-        from relay.service import sd_notify
-
         config = self.config
         config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
         services = await services_mod.build(config)
@@ -138,7 +136,7 @@ class MilterService:
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
-            self._watchdog()
+            self._spawn(watchdog())
             sd_notify(f"READY=1\nSTATUS=milter on {config.milter.bind}\nMAINPID={os.getpid()}")
             log.info("relay milter ready on %s: %d policies", config.milter.bind,
                      len(self.server.engine.policies))
@@ -159,38 +157,11 @@ class MilterService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _watchdog(self) -> None:
-        """WatchdogSec=: ping from the event loop, so a stuck loop gets restarted."""
-        from relay.service import sd_notify
-
-        usec = os.environ.get("WATCHDOG_USEC")
-        if not usec:
-            return
-
-        async def ping() -> None:
-            while True:
-                sd_notify("WATCHDOG=1")
-                await asyncio.sleep(int(usec) / 2_000_000)
-
-        self._spawn(ping())
-
     async def reload(self) -> None:
-        from relay.service import sd_notify
-
-        sd_notify("RELOADING=1\nMONOTONIC_USEC="
-                  f"{int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)}")
-        try:
-            new = load(self.config_path)
-            services = await services_mod.build(new)
-            engine = Engine(new, services)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration:\n%s", exc)
+        runtime = await reload_runtime(self.config_path)
+        if runtime is None:
             return
-        except Exception:
-            log.exception("reload failed, keeping the running configuration")
-            return
-        finally:
-            sd_notify("READY=1")
+        new, services, engine = runtime
         if new.milter.bind != self.server.config.milter.bind:
             log.warning("milter.bind changes take effect at the next restart")
         old_engine, old_services = self.server.engine, self.server.services
@@ -198,14 +169,14 @@ class MilterService:
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
         # a milter session lasts as long as Postfix's SMTP session: wait for those on
         # the old engine before closing it
-        if still_open:
-            await asyncio.wait(still_open, timeout=3600)
-        await old_engine.close()
-        await services_mod.close(old_services)
+
+        async def sessions_done() -> None:
+            if still_open:
+                await asyncio.wait(still_open, timeout=3600)
+
+        await retire(old_engine, old_services, sessions_done)
 
 
 def run(config: Config, config_path: Path | None) -> int:
-    from relay.service import setup_logging
-
     setup_logging(config.server.log_level)
     return asyncio.run(MilterService(config, config_path).main())
