@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ class Service:
 
     async def main(self) -> None:
         config = self.config
+        # file and database work (fsyncs, SQLite commits) waits on the disk, not the CPU:
+        # more threads than asyncio's default (cores + 4) keep sessions from queueing
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="io"))
         config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.spool = Spool(config.spool_path)
         dropped = self.spool.recover()
