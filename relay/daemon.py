@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -61,6 +62,32 @@ def sd_notify(state: str) -> None:
         except OSError as exc:
             log.warning("sd_notify failed: %s", exc)
 
+
+
+class Daemon:
+    """What `relay serve` and `relay milter` share: stop on SIGTERM/SIGINT, reload on
+    SIGHUP, ping the watchdog, and keep background tasks referenced until they end."""
+
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.stopping = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload()))
+        self.spawn(watchdog())
+
+    async def reload(self) -> None:
+        raise NotImplementedError
 
 
 async def watchdog() -> None:

@@ -14,12 +14,11 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from relay import metrics
 from relay import services as services_mod
 from relay.config import Config
-from relay.daemon import reload_runtime, retire, sd_notify, setup_logging, watchdog
+from relay.daemon import Daemon, reload_runtime, retire, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
 from relay.engine import Engine
@@ -30,13 +29,7 @@ from relay.tls import server_context
 
 log = logging.getLogger("relay")
 
-class Service:
-    def __init__(self, config: Config, config_path: Path | None) -> None:
-        self.config = config
-        self.config_path = config_path
-        self._stop = asyncio.Event()
-        self._background: set[asyncio.Task[Any]] = set()
-
+class Service(Daemon):
     async def main(self) -> None:
         config = self.config
         # file and database work (fsyncs, SQLite commits) waits on the disk, not the CPU:
@@ -63,17 +56,13 @@ class Service:
         pid_file = config.state_file("relay.pid")
         pid_file.write_text(f"{os.getpid()}\n")
 
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._spawn, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, self.runner.rescan)
-        self._spawn(watchdog)
+        self.handle_signals()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.runner.rescan)
         sd_notify(f"READY=1\nSTATUS=accepting mail on {len(servers)} listeners\n"
                   f"MAINPID={os.getpid()}")
         log.info("relay ready: %d listeners, %d policies, state in %s", len(servers),
                  len(engine.policies), config.state_path)
-        await self._stop.wait()
+        await self.stopping.wait()
 
         sd_notify("STOPPING=1")
         log.info("stopping")
@@ -87,11 +76,6 @@ class Service:
         self.decisions.close()
         self.spool.close()
         pid_file.unlink(missing_ok=True)
-
-    def _spawn(self, coro_fn: Any) -> None:
-        task = asyncio.create_task(coro_fn())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def reload(self) -> None:
         runtime = await reload_runtime(self.config_path)

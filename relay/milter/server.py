@@ -7,16 +7,14 @@ import contextlib
 import ipaddress
 import logging
 import os
-import signal
 import stat
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from relay import metrics
 from relay import services as services_mod
 from relay.config import Config
-from relay.daemon import reload_runtime, retire, sd_notify, setup_logging, watchdog
+from relay.daemon import Daemon, reload_runtime, retire, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.engine import Engine
 from relay.milter.session import MilterSession
@@ -109,14 +107,8 @@ class MilterServer:
 
 
 # --- `relay milter` -----------------------------------------------------------------
-class MilterService:
+class MilterService(Daemon):
     """`relay milter`: the server, its engine and services; SIGHUP reloads, SIGTERM stops."""
-
-    def __init__(self, config: Config, config_path: Path | None) -> None:
-        self.config = config
-        self.config_path = config_path
-        self._stop = asyncio.Event()
-        self._background: set[asyncio.Task[None]] = set()
 
     async def main(self) -> int:
         config = self.config
@@ -132,15 +124,11 @@ class MilterService:
             except OSError as exc:
                 log.error("milter cannot listen on %s: %s", config.milter.bind, exc.strerror)
                 return 71  # EX_OSERR
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-            loop.add_signal_handler(signal.SIGINT, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
-            self._spawn(watchdog())
+            self.handle_signals()
             sd_notify(f"READY=1\nSTATUS=milter on {config.milter.bind}\nMAINPID={os.getpid()}")
             log.info("relay milter ready on %s: %d policies", config.milter.bind,
                      len(self.server.engine.policies))
-            await self._stop.wait()
+            await self.stopping.wait()
             sd_notify("STOPPING=1")
             await self.server.stop()
             return 0
@@ -148,14 +136,6 @@ class MilterService:
             await self.server.engine.close()
             await services_mod.close(self.server.services)
             decisions.close()
-
-    def _spawn_reload(self) -> None:
-        self._spawn(self.reload())
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def reload(self) -> None:
         runtime = await reload_runtime(self.config_path)
