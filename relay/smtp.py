@@ -289,10 +289,20 @@ class Handler:
         )
         try:
             archive = hub.services.get("archive")
-            if archive is not None:
-                await archive.record(tx, raw, data)
-            await hub.spool.put(queued, data)
+            if archive is None:
+                await hub.spool.put(queued, data)
+            else:
+                # Điều 8: never delivered unarchived. The queue file is written while the
+                # archive commits, and enters the queue only once the archive has it.
+                written = asyncio.ensure_future(hub.spool.prepare(queued, data))
+                try:
+                    await archive.record(tx, raw, data)
+                finally:
+                    await asyncio.wait([written])
+                written.result()
+                await hub.spool.commit(tx.queue_id)
         except Exception:
+            hub.spool.abort(tx.queue_id)
             log.exception("queue %s: could not be written", tx.queue_id)
             hub.decisions.write(record(tx, "tempfail", QUEUE_ERROR, len(raw)))
             tx.cache["logged"] = True

@@ -115,13 +115,27 @@ class Spool:
     # --- writing ------------------------------------------------------------------
     async def put(self, envelope: Envelope, data: bytes) -> None:
         """Durably queue a message; when this returns a crash cannot lose it."""
+        await self.prepare(envelope, data)
+        await self.commit(envelope.queue_id)
+
+    async def prepare(self, envelope: Envelope, data: bytes) -> None:
+        """First half of put(): the file is written and fsynced in tmp/, not yet queued.
+
+        Lets the SMTP front archive at the same time and still queue nothing when the
+        archive fails (abort); a crash before commit leaves only tmp/, which recover()
+        removes, since no 250 was given for it."""
         envelope.size = len(data)
         blob = MAGIC + json.dumps(asdict(envelope)).encode() + b"\n" + data
-        tmp = self.tmp / envelope.queue_id
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, write_durably, tmp, blob)
-        os.rename(tmp, self.active / envelope.queue_id)
+        await loop.run_in_executor(self._executor, write_durably,
+                                   self.tmp / envelope.queue_id, blob)
+
+    async def commit(self, queue_id: str) -> None:
+        os.rename(self.tmp / queue_id, self.active / queue_id)
         await self._active_sync.sync()
+
+    def abort(self, queue_id: str) -> None:
+        (self.tmp / queue_id).unlink(missing_ok=True)
 
     def save_state(self, queue_id: str, state: State) -> None:
         path = self._find(queue_id).with_name(f"{queue_id}.json")

@@ -97,3 +97,4 @@ def test_official_mail_is_refused_with_451_when_it_cannot_be_archived(relay_fact
     _send(relay.mx, OUTSIDE, [PERSON], message(2, to=PERSON))  # not archived: still accepted
     assert wait_for(lambda: relay.maildir(PERSON))
     assert relay.maildir(TIEPDAN) == []  # never delivered unarchived
+    assert list((relay.state / "queue" / "tmp").iterdir()) == []  # nor left half-queued
