@@ -11,6 +11,7 @@ import ipaddress
 import re
 import socket
 import tomllib
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -254,6 +255,19 @@ class Config(Section):
     @property
     def directory_url(self) -> str:
         return self.directory.url or f"sqlite:///{self.state_path / 'directory.db'}"
+
+    @cached_property
+    def _trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n) for n in self.server.trusted_networks]
+
+    def is_trusted(self, client_ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address
+                   ) -> bool:
+        """A client in server.trusted_networks (agency servers): may relay without AUTH."""
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self._trusted_networks)
 
     def is_local(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

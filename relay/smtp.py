@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import logging
 import re
 import ssl
@@ -57,18 +56,9 @@ class Hub:
         self.services = services
         self.on_queued = on_queued
         self.connections = 0
-        self._trusted = [ipaddress.ip_network(n) for n in config.server.trusted_networks]
 
     def reconfigure(self, config: Config, engine: Engine, services: dict[str, Any]) -> None:
         self.config, self.engine, self.services = config, engine, services
-        self._trusted = [ipaddress.ip_network(n) for n in config.server.trusted_networks]
-
-    def is_trusted(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in net for net in self._trusted)
 
 
 class RelaySMTP(SMTP):
@@ -108,7 +98,7 @@ class RelaySMTP(SMTP):
         ip, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("127.0.0.1", 0)
         self.tx = Transaction(
             listener=self.listener_name, listener_kind=self.listener_kind, client_ip=ip,
-            client_port=port, tls=self.implicit_tls, trusted=hub.is_trusted(ip),
+            client_port=port, tls=self.implicit_tls, trusted=hub.config.is_trusted(ip),
         )
         assert self.session is not None
         self.session.tx = self.tx  # type: ignore[attr-defined]

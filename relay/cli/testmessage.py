@@ -35,7 +35,7 @@ async def run_test(
             auth_login=auth,
             smtputf8=True,
         )
-        tx.trusted = _trusted(config, client_ip)
+        tx.trusted = config.is_trusted(client_ip)
         result: dict = {"stage": "connect", "recipients": {}}
         reply: Reply | None = await engine.connect(tx)
         data = raw
@@ -69,13 +69,6 @@ async def run_test(
     finally:
         await engine.close()
         await services_mod.close(services)
-
-
-def _trusted(config: Config, client_ip: str) -> bool:
-    import ipaddress
-
-    ip = ipaddress.ip_address(client_ip)
-    return any(ip in ipaddress.ip_network(n) for n in config.server.trusted_networks)
 
 
 @click.command("test-message")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import stat
@@ -37,11 +36,7 @@ class MilterServer:
         """Serve new sessions with another configuration; returns the sessions still on
         the old one (its engine may be closed once they are done)."""
         self.config, self.engine, self.services = config, engine, dict(services)
-        self._networks = [ipaddress.ip_network(n) for n in config.server.trusted_networks]
         return set(self._sessions)
-
-    def is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return any(address in network for network in self._networks)
 
     @property
     def bind(self) -> str:

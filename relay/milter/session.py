@@ -240,7 +240,7 @@ class MilterSession:
         self.tx = Transaction(listener="milter", relay_checked=True)
         if isinstance(msg.address, ipaddress.IPv4Address | ipaddress.IPv6Address):
             self.tx.client_ip, self.tx.client_port = str(msg.address), msg.port
-            self.tx.trusted = self.server.is_trusted(msg.address)
+            self.tx.trusted = self.server.config.is_trusted(msg.address)
         else:  # a Unix-socket or unknown client (local submission): no address to trust
             self.tx.client_ip = ""
         reply = await self._engine(self.engine.connect(self.tx))
