@@ -20,7 +20,9 @@ def make_config(tmp_path: Path, url: str = "", server: dict[str, Any] | None = N
                 **archive: Any) -> Config:
     data: dict[str, Any] = {
         "server": {"state_dir": str(tmp_path / "state"), **(server or {})},
-        "archive": {"checkpoint_every": 4, **archive},
+        # SQLite tests exercise the file store (tampering with blob files); PostgreSQL the db one
+        "archive": {"checkpoint_every": 4, "blob_store": "database" if url else "files",
+                    **archive},
     }
     if url:
         data["directory"] = {"url": url}

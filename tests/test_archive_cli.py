@@ -17,7 +17,8 @@ from tests.fixtures.relayproc import to_toml
 def setup(tmp_path):
     path = tmp_path / "relay.toml"
     path.write_text(to_toml({"server": {"state_dir": "state"},
-                             "archive": {"checkpoint_every": 4, "retention": "1d"}}))
+                             "archive": {"checkpoint_every": 4, "retention": "1d",
+                                         "blob_store": "files"}}))
     archive = open_archive(make_config(tmp_path, checkpoint_every=4))
     yield archive, str(path)
     archive.close()

@@ -8,9 +8,12 @@ lzma saves a little more but is several times slower to write (see bench/archive
 
 Two places, one interface:
 - `FileBlobStore`: files under a folder (state_dir/archive/blobs), written to a
-  temporary name, fsynced, renamed and the directory fsynced. The default with SQLite.
+  temporary name, fsynced, renamed and the directory fsynced: keeps a very large
+  archive's bytes out of the database.
 - `DbBlobStore`: a row in `archive_blob`, written in the same transaction as the
-  index entry. The default with PostgreSQL: every node already reaches the database,
+  index entry. The default: on the SMTP path it costs no fsync besides the commit
+  (official mail measured 30% faster than with files on SQLite), every node already
+  reaches the database,
   a blob and its entry commit together (no orphan, no dangling entry), and backups,
   replication and access control are the database's — no NFS whose fsync and
   locking semantics nobody can promise.

@@ -130,8 +130,6 @@ class Archive:
         self.services = services if services is not None else {}
         self.node = node or config.server.hostname
         store = self.settings.blob_store
-        if store == "auto":
-            store = "files" if self.engine.dialect.name == "sqlite" else "database"
         self.blobs: BlobStore = (FileBlobStore(self.blob_path) if store == "files"
                                  else DbBlobStore())
         self._opt_in = {_address(a) for a in self.settings.mailboxes}
