@@ -10,22 +10,30 @@ import pytest
 
 from tests.fixtures.relayproc import ROOT
 
-UNIT = ROOT / "systemd" / "relay.service"
+COMMON = ("Type=notify", "RestartPreventExitStatus=78", "ExecReload=/bin/kill -HUP $MAINPID",
+          "WatchdogSec=", "User=relay")
+UNITS = {
+    "relay.service": (*COMMON, "ExecStartPre=/usr/bin/relay check-config",
+                      "StateDirectory=relay", "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+                      "SyslogIdentifier=relay"),
+    "relay-milter.service": (*COMMON, "ExecStart=/usr/bin/relay milter",
+                             "Before=postfix.service"),
+}
 
 
-def test_unit_contract():
-    text = UNIT.read_text()
-    for line in ("Type=notify", "RestartPreventExitStatus=78", "ExecReload=/bin/kill -HUP $MAINPID",
-                 "ExecStartPre=/usr/bin/relay check-config", "StateDirectory=relay",
-                 "AmbientCapabilities=CAP_NET_BIND_SERVICE", "User=relay",
-                 "SyslogIdentifier=relay", "WatchdogSec="):
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_unit_contract(unit):
+    text = (ROOT / "systemd" / unit).read_text()
+    for line in UNITS[unit]:
         assert line in text, line
 
 
-def test_exposure_is_at_most_2():
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_exposure_is_at_most_2(unit):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze (package systemd) is not installed")
-    out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(UNIT)],
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                          str(ROOT / "systemd" / unit)],
                          capture_output=True, text=True, check=False).stdout
     score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
     assert score <= 2.0, out
