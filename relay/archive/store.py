@@ -261,7 +261,9 @@ class Archive:
                  delivered: bytes) -> _Pending:
         """Everything but the chain: index fields, compression, and (file store) the blobs
         on disk and fsynced before any index row can name them. Runs in parallel."""
-        head = Message(accepted)
+        # the engine parsed these bytes already, unless a conversion replaced tx.message
+        head = tx.message if tx.message is not None and tx.message.raw is accepted \
+            else Message(accepted)
         subject = _clean(head.decoded("Subject") or "")
         message_id = _clean((head.get("Message-ID") or "").strip(), 998)
         meta = _json({
