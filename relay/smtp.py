@@ -136,8 +136,13 @@ class RelaySMTP(SMTP):
             action = "abandoned"  # the client went away or reset before DATA
         else:
             action = "tempfail" if last.startswith("4") else "reject"
-        self.hub.decisions.write(record(tx, action, last))
-        tx.cache["logged"] = True
+        self.log_decision(action, last)
+
+    def log_decision(self, action: str, reply: Reply | str, size: int | None = None) -> None:
+        """The transaction's one line in the decision log."""
+        assert self.tx is not None
+        self.hub.decisions.write(record(self.tx, action, reply, size))
+        self.tx.cache["logged"] = True
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         # aiosmtpd answers an oversized SIZE= itself, in English and without an enhanced code
@@ -264,13 +269,11 @@ class Handler:
         raw = envelope.original_content or b""
         crlf = raw.count(b"\r\n")
         if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
-            hub.decisions.write(record(tx, "reject", BARE_NEWLINE, len(raw)))
-            tx.cache["logged"] = True
+            relay.log_decision("reject", BARE_NEWLINE, len(raw))
             return BARE_NEWLINE
         verdict = await hub.engine.data(tx, raw)
         if verdict.action != "accept":
-            hub.decisions.write(record(tx, verdict.action, verdict.reply, len(raw)))
-            tx.cache["logged"] = True
+            relay.log_decision(verdict.action, verdict.reply, len(raw))
             return verdict.reply.render(tx.smtputf8)
         data = received_header(hub.config, tx) + verdict.data
         queued = QueuedEnvelope(
@@ -294,11 +297,9 @@ class Handler:
         except Exception:
             hub.spool.abort(tx.queue_id)
             log.exception("queue %s: could not be written", tx.queue_id)
-            hub.decisions.write(record(tx, "tempfail", QUEUE_ERROR, len(raw)))
-            tx.cache["logged"] = True
+            relay.log_decision("tempfail", QUEUE_ERROR, len(raw))
             return QUEUE_ERROR
-        hub.decisions.write(record(tx, "accept", verdict.reply, len(raw)))
-        tx.cache["logged"] = True
+        relay.log_decision("accept", verdict.reply, len(raw))
         log.info("queue %s: from=<%s> to=%s size=%d client=%s", tx.queue_id, tx.mail_from,
                  ",".join(tx.rcpt_to), len(data), tx.client_ip)
         hub.on_queued(tx.queue_id)
