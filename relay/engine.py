@@ -17,7 +17,6 @@ from relay.config import Config
 from relay.message import Message
 from relay.model import (
     ACTION_STRENGTH,
-    OK,
     Action,
     Decision,
     Finding,
@@ -199,4 +198,4 @@ def tag_header(finding: Finding) -> tuple[str, str]:
             + (f"; article=\"{article}\"" if article else ""))
 
 
-__all__ = ["OK", "Engine", "Verdict", "reply_for", "valid_address"]
+__all__ = ["Engine", "Verdict", "reply_for", "valid_address"]

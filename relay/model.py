@@ -113,9 +113,6 @@ class Reply:
         return self.render()
 
 
-OK = Reply(250, "2.0.0", ("OK",))
-
-
 @dataclass
 class Decision:
     """A finding together with the action configuration chose for it."""

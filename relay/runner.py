@@ -37,8 +37,6 @@ class QueueRunner:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.queue.concurrency)
         self._stopping = False
-        self.delivered = 0
-        self.bounced = 0
         QUEUE.set_function(lambda: len(self._due))
 
     def submit(self, queue_id: str) -> None:
@@ -120,7 +118,6 @@ class QueueRunner:
             rs.reason = result.reply
             if result.ok:
                 rs.status = "delivered"
-                self.delivered += 1
                 log.info("queue %s: to=<%s> status=sent (%s)", qid, rcpt, result.reply)
             elif result.status == "permanent":
                 rs.status = "failed"
@@ -157,5 +154,4 @@ class QueueRunner:
         dsn = build_dsn(env, data, failures, self.config.server.hostname, expired=expired)
         bounce = Envelope(queue_id=new_id(), sender="", recipients=[env.sender], is_dsn=True)
         await self.spool.put(bounce, dsn)
-        self.bounced += 1
         self.submit(bounce.queue_id)
