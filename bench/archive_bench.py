@@ -116,14 +116,14 @@ def fill(archive: Archive, rng: random.Random, target: int, batch: int = 2000) -
     t0 = time.perf_counter()
     start = chain.now() - timedelta(days=365)
     files = not archive.blobs.in_transaction
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         have = conn.execute(sa.select(schema.head.c.seq).where(
             schema.head.c.chain == "entries")).scalar()
     i = have
     while i < target:
         n = min(batch, target - i)
         rows, blobs = [], {}
-        with archive.engine.begin() as conn:
+        with archive.db.begin() as conn:
             last, prev = Archive._take_head(conn, "entries", n)
             for k in range(last - n + 1, last + 1):
                 mailbox = rng.choice(OFFICIAL)
@@ -209,7 +209,7 @@ def main() -> None:
     probe.close()
     archive = Archive.open(config)
     rng = random.Random(28)
-    result: dict[str, Any] = {"database": archive.engine.dialect.name,
+    result: dict[str, Any] = {"database": archive.db.dialect.name,
                               "blob_store": archive.blobs.name, "state_dir": str(root)}
     samples = [make_message(rng, i, "ubnd@dienbien.gov.vn", "x@example.vn") for i in range(300)]
     result["compressors"] = compressors(samples)

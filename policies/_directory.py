@@ -1,20 +1,11 @@
-"""What the directory policies share: the store and the addresses a message claims."""
+"""What the directory policies share: the addresses a message claims."""
 
 from __future__ import annotations
 
 import email.utils
 
-from policies import Context
-from relay.directory.store import DirectoryStore
 from relay.message import decode_header_value
 from relay.model import Transaction
-
-
-def store(context: Context) -> DirectoryStore:
-    try:
-        return context.services["directory"]
-    except KeyError:
-        raise RuntimeError("the directory service is not configured") from None
 
 
 def from_addresses(tx: Transaction) -> list[str]:
@@ -26,6 +17,5 @@ def from_addresses(tx: Transaction) -> list[str]:
 
 
 def envelope_sender(tx: Transaction) -> str:
-    """The MAIL FROM address, '' for the null sender (aiosmtpd hands '<>')."""
-    sender = tx.mail_from.strip()
-    return "" if sender in ("", "<>") else sender.strip("<>").lower()
+    """The MAIL FROM address lowercased; '' is the null sender."""
+    return tx.mail_from.lower()

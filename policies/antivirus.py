@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
-from policies import Context, Policy, PolicyOptions, register
+from policies.base import Context, Policy, PolicyOptions
 from relay.clamd import ClamdClient, ScanResult, parse_address
 from relay.config import Duration
 from relay.model import Action, Finding, Stage, Transaction
@@ -67,9 +67,9 @@ class Options(PolicyOptions):
         return self
 
 
-@register
 class AntivirusPolicy(Policy):
     name = "antivirus"
+    articles = ('Điều 5.1', 'Điều 7.5')
     stages = frozenset({Stage.DATA})
     Options = Options
     codes = {

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import magic
 from pydantic import Field, StrictBool, StrictInt, field_validator
 
-from policies import Policy, PolicyOptions, register
+from policies.base import Policy, PolicyOptions
 from relay.message import Part
 from relay.model import Finding, Stage, Transaction
 
@@ -142,9 +142,9 @@ def real_type(data: bytes) -> str:
         return "application/octet-stream"
 
 
-@register
 class AttachmentsPolicy(Policy):
     name = "attachments"
+    articles = ('Điều 7.5',)
     stages = frozenset({Stage.DATA})
     Options = Options
     codes = {

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from pydantic import Field, StrictInt
 
-from policies import Policy, PolicyOptions, register
+from policies.base import Policy, PolicyOptions
 from relay.model import Finding, Stage, Transaction
 
 SINGLETONS = ("From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID",
@@ -23,9 +23,9 @@ class Options(PolicyOptions):
     max_line_length: StrictInt = Field(998, ge=78, le=100_000)
 
 
-@register
 class HeadersPolicy(Policy):
     name = "headers"
+    articles = ('Điều 5.1',)
     stages = frozenset({Stage.DATA})
     Options = Options
     codes = {

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies import Policy, register
 from policies._directory import envelope_sender, from_addresses
+from policies.base import Policy
 from relay.model import Finding, Stage, Transaction
 
 
-@register
 class NoLocalSpoofingPolicy(Policy):
     name = "no_local_spoofing"
+    articles = ('Điều 7.3',)
     stages = frozenset({Stage.MAIL, Stage.DATA})
     codes = {
         "spoof.envelope": "unauthenticated outside client uses a local envelope sender",

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies import Policy, PolicyOptions, register
-from policies._directory import store
+from policies.base import Policy, PolicyOptions
 from relay.model import Finding, Stage, Transaction
 
 
@@ -18,9 +17,9 @@ class Options(PolicyOptions):
     always_accept: list[str] = ["postmaster"]
 
 
-@register
 class RecipientExistsPolicy(Policy):
     name = "recipient_exists"
+    articles = ('Điều 4', 'Điều 5.1')
     stages = frozenset({Stage.RCPT})
     Options = Options
     codes = {
@@ -37,7 +36,7 @@ class RecipientExistsPolicy(Policy):
         address = recipient.lower()
         if address.partition("@")[0] in self.options.always_accept:
             return []
-        info = await store(self.context).mailbox(address)
+        info = await self.context.services.directory.mailbox(address)
         if info is None:
             return [self.finding(
                 "recipient.unknown", "Điều 4",

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies import Policy, register
-from policies._directory import envelope_sender, from_addresses, store
+from policies._directory import envelope_sender, from_addresses
+from policies.base import Policy
 from relay.model import Finding, Stage, Transaction
 
 
-@register
 class SenderLoginMatchPolicy(Policy):
     name = "sender_login_match"
+    articles = ('Điều 7.3', 'Điều 8')
     stages = frozenset({Stage.MAIL, Stage.DATA})
     codes = {
         "login.sender_mismatch": "authenticated login sends as an address it does not own",
@@ -30,7 +30,7 @@ class SenderLoginMatchPolicy(Policy):
     ) -> Sequence[Finding]:
         if tx.auth_login is None:
             return []
-        directory = store(self.context)
+        directory = self.context.services.directory
         login = directory.normalise_login(tx.auth_login)
         if stage is Stage.MAIL:
             claimed = [(envelope_sender(tx), "MAIL FROM")]

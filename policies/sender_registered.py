@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies import Policy, register
-from policies._directory import envelope_sender, store
+from policies._directory import envelope_sender
+from policies.base import Policy
 from relay.model import Finding, Stage, Transaction
 
 
-@register
 class SenderRegisteredPolicy(Policy):
     name = "sender_registered"
+    articles = ('Điều 4', 'Điều 5.1', 'Điều 6')
     stages = frozenset({Stage.MAIL})
     codes = {
         "sender.unregistered": "local sender address not in the directory (or removed)",
@@ -29,7 +29,7 @@ class SenderRegisteredPolicy(Policy):
         sender = envelope_sender(tx)
         if not sender or not self.context.config.is_local(sender):
             return []
-        info = await store(self.context).mailbox(sender)
+        info = await self.context.services.directory.mailbox(sender)
         if info is None:
             return [self.finding(
                 "sender.unregistered", "Điều 4",

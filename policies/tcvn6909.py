@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, StrictBool, StrictInt
 
-from policies import Policy, PolicyOptions, register
+from policies.base import Policy, PolicyOptions
 from relay.message import Message, Part, split_header
 from relay.model import Action, Finding, Stage, Transaction
 from relay.tcvn import Detection, inspect
@@ -358,9 +358,9 @@ def _apply(raw: bytes, ent: _Entity, eol: bytes) -> bytes:
 # --- the policy ----------------------------------------------------------------------
 
 
-@register
 class Tcvn6909Policy(Policy):
     name = "tcvn6909"
+    articles = ('Điều 9',)
     stages = frozenset({Stage.DATA})
     Options = Options
     codes = CODES

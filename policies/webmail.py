@@ -20,8 +20,7 @@ Inbound, per recipient at RCPT (so the other recipients still get the mail):
 
 Mail to a citizen-intake mailbox (`tiepdan@`, `tiepdan.<agency>@`, Điều 4) is exempt:
 citizens write from wherever they are. The mailbox kind comes from the directory
-service (`context.services["directory"].mailbox(address)`) and, when there is no
-directory or no entry, from the Điều 4 naming rule.
+(`DirectoryStore.kind()`: its entry, else the Điều 4 naming rule).
 
 Outbound, per recipient: `webmail.outbound` when a provincial mailbox (other than a
 citizen-intake one answering citizens) sends to a free-webmail address. It is its own
@@ -39,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import dns.asyncresolver
 import dns.exception
@@ -47,7 +46,7 @@ import dns.nameserver
 import dns.resolver
 from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
-from policies import Context, Policy, PolicyOptions, register
+from policies.base import Context, Policy, PolicyOptions
 from relay.config import Duration, parse_hostport
 from relay.model import Action, Finding, Stage, Transaction, domain_of
 
@@ -143,20 +142,6 @@ class Options(PolicyOptions):
         return self
 
 
-class MailboxInfo(Protocol):
-    kind: str  # personal | official | citizen_intake
-
-
-class Directory(Protocol):
-    async def mailbox(self, address: str) -> MailboxInfo | None: ...
-
-
-def kind_by_name(address: str) -> str:
-    """Điều 4: `tiepdan@` and `tiepdan.<agency>@` are the citizen-intake mailboxes."""
-    local = address.rpartition("@")[0].lower()
-    return CITIZEN_INTAKE if local == "tiepdan" or local.startswith("tiepdan.") else "personal"
-
-
 @dataclass(frozen=True)
 class MxResult:
     outcome: Literal["free", "other", "none", "error"]
@@ -231,9 +216,9 @@ def _nameserver(entry: str) -> dns.nameserver.Nameserver:
     return dns.nameserver.Do53Nameserver(host, port)
 
 
-@register
 class WebmailPolicy(Policy):
     name = "webmail"
+    articles = ('Điều 9',)
     stages = frozenset({Stage.RCPT, Stage.DATA})
     Options = Options
     codes = {
@@ -272,7 +257,7 @@ class WebmailPolicy(Policy):
     async def _rcpt(self, tx: Transaction, recipient: str) -> list[Finding]:
         config = self.context.config
         sender = tx.mail_from
-        if not sender or sender == "<>":
+        if not sender:
             return []
         sender_local, rcpt_local = config.is_local(sender), config.is_local(recipient)
         if rcpt_local and not sender_local:
@@ -296,7 +281,7 @@ class WebmailPolicy(Policy):
     async def _data(self, tx: Transaction) -> list[Finding]:
         assert tx.message is not None
         config = self.context.config
-        envelope = domain_of(tx.mail_from) if tx.mail_from not in ("", "<>") else ""
+        envelope = domain_of(tx.mail_from)
         if envelope and config.is_local(tx.mail_from):
             return []
         domains = []
@@ -372,9 +357,4 @@ class WebmailPolicy(Policy):
 
     # --- mailbox kinds ----------------------------------------------------------
     async def kind(self, address: str) -> str:
-        directory: Directory | None = self.context.services.get("directory")
-        if directory is not None:
-            info = await directory.mailbox(address)
-            if info is not None:
-                return str(getattr(info.kind, "value", info.kind))  # a str or an Enum
-        return kind_by_name(address)
+        return await self.context.services.directory.kind(address)

@@ -1,8 +1,10 @@
 """relay.toml: load, validate, resolve paths.
 
 Every error names the file and the key path (`listeners.mx.bind: expected
-HOST:PORT, got '25'`). Policy tables are validated by the policy's own options
-model, so a policy declares its configuration in its own module.
+HOST:PORT, got '25'`). `[policies.NAME]` tables are kept as they were written:
+`relay.policyset.configure()` validates each with the policy's own options model,
+so a policy declares its configuration in its own module and this module knows
+no policy.
 """
 
 from __future__ import annotations
@@ -27,12 +29,10 @@ from pydantic import (
     ValidationError,
 )
 
-import policies
-from policies import PolicyLoadError, PolicyOptions
-
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd is told not to restart on it
 
-DEFAULT_POLICIES = ("size", "recipients", "headers")
+# without any [policies.*] table; the size and recipient limits are the relay's own rules
+DEFAULT_POLICIES = ("headers",)
 
 
 class ConfigError(Exception):
@@ -233,9 +233,9 @@ class Config(Section):
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )
 
-    # filled by load(): where the file was, and each policy's validated options
+    # filled by from_dict(): where the file was, and what it said (for worker processes)
     source: Path | None = Field(None, exclude=True)
-    policy_options: dict[str, PolicyOptions] = Field(default_factory=dict, exclude=True)
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     # --- resolved paths -------------------------------------------------------
     @property
@@ -276,7 +276,7 @@ class Config(Section):
         return domain in self.server.local_domains
 
 
-def _format_errors(err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+def format_errors(err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
     out = []
     for e in err.errors():
         path = ".".join(str(p) for p in (*prefix, *e["loc"]))
@@ -296,20 +296,10 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError("\n".join(where + line for line in _format_errors(err))) from None
+        raise ConfigError("\n".join(where + line for line in format_errors(err))) from None
     config.source = source.resolve() if source else None
+    config.raw = data
     errors: list[str] = []
-    search = [config.base_dir / d for d in config.server.policy_dirs]
-    for name, table in config.policies.items():
-        try:
-            cls = policies.load(name, search)
-        except PolicyLoadError as exc:
-            errors.append(f"policies.{name}: {exc}")
-            continue
-        try:
-            config.policy_options[name] = cls.Options.model_validate(table)
-        except ValidationError as err:
-            errors.extend(_format_errors(err, ("policies", name)))
     if not config.listeners:
         errors.append("listeners: at least one listener is required")
     binds = [(n, lc.bind) for n, lc in config.listeners.items()]

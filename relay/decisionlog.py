@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from relay.metrics import FINDINGS, TRANSACTIONS
-from relay.model import Reply, Transaction
+from relay.model import Outcome, Reply, Transaction
 
 
-def record(tx: Transaction, action: str, reply: Reply | str, size: int | None = None
-           ) -> dict[str, Any]:
-    msg = tx.message
-    return {
+def record(tx: Transaction, outcome: Outcome, reply: Reply | str) -> dict[str, Any]:
+    summary = tx.summary
+    entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "client_ip": tx.client_ip,
         "listener": tx.listener,
@@ -24,13 +23,16 @@ def record(tx: Transaction, action: str, reply: Reply | str, size: int | None = 
         "auth": tx.auth_login,
         "mail_from": tx.mail_from,
         "rcpt_to": tx.rcpt_to,
-        "message_id": msg.get("Message-ID") if msg else None,
-        "size": size if size is not None else (len(msg.raw) if msg else None),
+        "message_id": summary.message_id if summary else None,
+        "size": summary.size if summary else None,
         "findings": [d.as_dict() for d in tx.decisions],
-        "action": action,
+        "action": outcome.value,
         "reply": str(reply),
-        "queue_id": tx.queue_id if action == "accept" else None,
+        "queue_id": tx.queue_id if outcome is Outcome.ACCEPT else None,
     }
+    if tx.mta_queue_id is not None:
+        entry["postfix_queue_id"] = tx.mta_queue_id or None
+    return entry
 
 
 class DecisionLog:
@@ -40,7 +42,8 @@ class DecisionLog:
         self._lock = threading.Lock()
         self._fh = path.open("a", encoding="utf-8", buffering=1)
 
-    def write(self, entry: dict[str, Any]) -> None:
+    def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
+        entry = record(tx, outcome, reply)
         TRANSACTIONS.labels(entry["listener"], entry["action"]).inc()
         for f in entry["findings"]:
             FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()

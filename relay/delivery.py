@@ -21,7 +21,7 @@ import aiosmtplib
 
 from relay.config import Config
 from relay.durable import fsync_dir, write_durably
-from relay.spool import Envelope
+from relay.spool import QueueEnvelope
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -42,9 +42,6 @@ class Result:
         return self.status == "delivered"
 
 
-DELIVERED = Result("delivered", "250 OK")
-
-
 def result_for_code(code: int, text: str) -> Result:
     reply = f"{code} {text}".strip()
     if 200 <= code < 300:
@@ -53,7 +50,8 @@ def result_for_code(code: int, text: str) -> Result:
 
 
 class Backend(Protocol):
-    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+    async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
+                      ) -> dict[str, Result]:
         ...
 
     async def close(self) -> None:
@@ -84,7 +82,8 @@ class MaildirBackend:
         fsync_dir(folder / "new")
         return Result("delivered", f"250 2.0.0 maildir {folder.name}/new/{name}")
 
-    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+    async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
+                      ) -> dict[str, Result]:
         results = {}
         for rcpt in recipients:
             headers = (f"Return-Path: <{env.sender}>\r\nDelivered-To: {rcpt}\r\n").encode()
@@ -142,7 +141,8 @@ class SmtpBackend:
             raise aiosmtplib.SMTPException("STARTTLS required but not offered")
         return client
 
-    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+    async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
+                      ) -> dict[str, Result]:
         async with self._slots:
             try:
                 client = await self._connect()
@@ -166,17 +166,15 @@ class SmtpBackend:
         except aiosmtplib.SMTPException:
             client.close()
 
-    async def _transaction(self, client: aiosmtplib.SMTP, env: Envelope, data: bytes,
+    async def _transaction(self, client: aiosmtplib.SMTP, env: QueueEnvelope, data: bytes,
                            recipients: list[str]) -> dict[str, Result]:
         options = []
         if client.supports_extension("smtputf8") and not _is_ascii(env.sender, recipients):
             options.append("SMTPUTF8")
         if client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
-        # aiosmtpd hands us the null sender as "<>"; aiosmtplib wants "" for it
-        sender = "" if env.sender in ("", "<>") else env.sender
         try:
-            await client.mail(sender, options=options)
+            await client.mail(env.sender, options=options)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
             return {r: result_for_code(exc.code, exc.message) for r in recipients}
@@ -266,7 +264,8 @@ class LmtpBackend:
         self._conn = conn
         return conn
 
-    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+    async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
+                      ) -> dict[str, Result]:
         results: dict[str, Result] = {}
         async with self._lock:
             try:
@@ -281,11 +280,10 @@ class LmtpBackend:
                     results.setdefault(r, Result("temporary", f"LMTP {where}: {exc}"))
         return results
 
-    async def _deliver(self, env: Envelope, data: bytes, recipients: list[str],
+    async def _deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str],
                        results: dict[str, Result]) -> None:
         conn = await self._open()
-        sender = "" if env.sender in ("", "<>") else env.sender
-        code, text = await self._command(conn, f"MAIL FROM:<{sender}>")
+        code, text = await self._command(conn, f"MAIL FROM:<{env.sender}>")
         if code != 250:
             results.update({r: result_for_code(code, text) for r in recipients})
             return
@@ -339,7 +337,8 @@ class Router:
             self.outbound = SmtpBackend(out.relayhost[0], out.relayhost[1], hostname,
                                         out.timeout, 4, out.starttls)
 
-    async def deliver(self, env: Envelope, data: bytes, recipients: list[str]) -> dict[str, Result]:
+    async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
+                      ) -> dict[str, Result]:
         local = [r for r in recipients if self.config.is_local(r)]
         remote = [r for r in recipients if not self.config.is_local(r)]
         results: dict[str, Result] = {}

@@ -12,7 +12,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 from relay.message import split_header
-from relay.spool import Envelope
+from relay.spool import QueueEnvelope
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
@@ -30,7 +30,7 @@ def status_of(reply: str, permanent: bool) -> str:
     return "5.0.0" if permanent else "4.4.7"
 
 
-def build_dsn(env: Envelope, original: bytes, failures: dict[str, str], hostname: str,
+def build_dsn(env: QueueEnvelope, original: bytes, failures: dict[str, str], hostname: str,
               expired: bool = False) -> bytes:
     """A bounce for `failures` (recipient -> last reply) back to env.sender."""
     reason_vi = "đã quá thời gian lưu trong hàng đợi" if expired else "bị máy chủ nhận từ chối"

@@ -1,7 +1,9 @@
 """The policy engine: runs policies per stage and turns findings into one reply.
 
-Both fronts call the same four methods with the same `Transaction`. Relay
-control is not a policy: no configuration can turn the relay into an open one.
+Both fronts call the same four methods with the same `Transaction`. Some rules
+are the engine's own and no configuration can remove them: relay control (no
+open relay), address syntax, the message size limit and the RFC 5321 recipient
+cap. Everything else is a policy, in the order of relay.toml.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import policies
-from policies import Context, Policy
+from policies.base import Context, Policy
 from relay.config import Config
 from relay.message import Message
 from relay.model import (
@@ -20,12 +21,15 @@ from relay.model import (
     Action,
     Decision,
     Finding,
+    Outcome,
     Reply,
     Stage,
     Transaction,
     article_en,
     ascii_fold,
 )
+from relay.policyset import PolicySet
+from relay.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +66,51 @@ POLICY_ERROR = bilingual(
     "Temporary error while checking the message, try again later",
 )
 
+ACCEPTED = Reply(250, "2.0.0", ("OK",))  # the front says where it was queued, if it was
+
+# the engine's own rules report findings under this name, like a policy would
+SERVER = "server"
+
+
+def too_big(size: int | None, limit: int) -> Finding:
+    """`size.exceeded`: 552 5.3.4 (RFC 5321 4.5.3.1.7; Điều 5.1 keeps the system running)."""
+    got_vi, got_en = (f"{size} byte, ", f"{size} bytes, ") if size is not None else ("", "")
+    return Finding(SERVER, "size.exceeded", "Điều 5.1",
+                   f"Thư quá lớn: {got_vi}giới hạn {limit} byte",
+                   f"Message too large: {got_en}limit {limit} bytes",
+                   reply_code=552, status="5.3.4", details={"size": size, "limit": limit})
+
+
+def size_refusal(size: int | None, limit: int) -> Reply:
+    """The 552 reply of `too_big`, for fronts that refuse before the engine sees DATA."""
+    reply = reply_for([Decision(too_big(size, limit), Action.REJECT)])
+    assert reply is not None
+    return reply
+
+
+def too_many_recipients(limit: int, recipient: str) -> Finding:
+    """`recipients.too_many`: 452 4.5.3, so the client sends the rest in another
+    transaction (RFC 5321 4.5.3.1.8 asks to take at least 100)."""
+    return Finding(SERVER, "recipients.too_many", "Điều 5.1",
+                   f"Quá nhiều người nhận: tối đa {limit} trong một lần gửi",
+                   f"Too many recipients: at most {limit} per transaction",
+                   recipient=recipient, reply_code=452, status="4.5.3")
+
 
 @dataclass
 class Verdict:
     """The engine's answer after DATA."""
 
-    action: str  # accept | reject | tempfail
+    outcome: Outcome  # accept | reject | tempfail
     reply: Reply
     data: bytes  # the message as it would be delivered (tags and conversions applied)
 
 
 class Engine:
-    def __init__(self, config: Config, services: dict[str, object] | None = None) -> None:
+    def __init__(self, config: Config, policies: PolicySet, services: Services) -> None:
         self.config = config
-        context = Context(config, dict(services or {}))
-        self.policies: list[Policy] = []
-        for name, options in config.policy_options.items():
-            cls = policies.load(name)
-            self.policies.append(cls(options, context))
+        context = Context(config, services)
+        self.policies: list[Policy] = [entry.cls(entry.options, context) for entry in policies]
         self._by_stage = {
             stage: [p for p in self.policies if stage in p.stages] for stage in Stage
         }
@@ -92,10 +123,18 @@ class Engine:
     async def connect(self, tx: Transaction) -> Reply | None:
         return await self._decide(Stage.CONNECT, tx)
 
-    async def mail(self, tx: Transaction, sender: str) -> Reply | None:
+    async def mail(self, tx: Transaction, sender: str, options: Sequence[str] = ()
+                   ) -> Reply | None:
+        """None when the sender is accepted. `sender` is "" for the null sender."""
         if sender and not valid_address(sender):
             return BAD_SENDER
         tx.mail_from = sender
+        tx.mail_options = list(options)
+        tx.smtputf8 = any(o.upper() == "SMTPUTF8" for o in options)
+        limit = self.config.server.max_message_size
+        declared = declared_size(options)
+        if declared is not None and declared > limit:
+            return self._own(tx, too_big(declared, limit))
         return await self._decide(Stage.MAIL, tx)
 
     async def rcpt(self, tx: Transaction, recipient: str) -> Reply | None:
@@ -104,24 +143,33 @@ class Engine:
             return BAD_RECIPIENT
         if not self.may_relay(tx, recipient):
             return RELAY_DENIED
+        limit = self.config.server.max_recipients
+        if len(tx.rcpt_to) >= limit:
+            return self._own(tx, too_many_recipients(limit, recipient))
         reply = await self._decide(Stage.RCPT, tx, recipient)
         if reply is None:
             tx.rcpt_to.append(recipient)
         return reply
 
+    def oversize(self, tx: Transaction, size: int) -> Reply:
+        """A message over `server.max_message_size` (fronts count while they receive)."""
+        return self._own(tx, too_big(size, self.config.server.max_message_size))
+
     async def data(self, tx: Transaction, raw: bytes) -> Verdict:
+        if len(raw) > self.config.server.max_message_size:
+            return Verdict(Outcome.REJECT, self.oversize(tx, len(raw)), raw)
         tx.message = Message(raw)
+        tx.summary = tx.message.summary()
         reply = await self._decide(Stage.DATA, tx)
         if reply is not None:
-            action = "tempfail" if reply.temporary else "reject"
-            return Verdict(action, reply, raw)
+            return Verdict(Outcome.of(reply), reply, raw)
         data = self._apply_conversions(tx, raw)
         for d in tx.decisions:
             if d.action is Action.TAG:
                 tx.added_headers.append(tag_header(d.finding))
         if tx.added_headers:
             data = Message.prepend_headers(data, tx.added_headers)
-        return Verdict("accept", Reply(250, "2.0.0", (f"OK queued as {tx.queue_id}",)), data)
+        return Verdict(Outcome.ACCEPT, ACCEPTED, data)
 
     # --- relay control -----------------------------------------------------------
     def may_relay(self, tx: Transaction, recipient: str) -> bool:
@@ -132,6 +180,15 @@ class Engine:
         return tx.authenticated and tx.listener_kind in ("submission", "smtps")
 
     # --- running policies --------------------------------------------------------
+    def _own(self, tx: Transaction, finding: Finding) -> Reply:
+        """A finding of the engine's own rules: always enforced, recorded like any other."""
+        action = Action.TEMPFAIL if finding.reply_code < 500 else Action.REJECT
+        decision = Decision(finding, action)
+        tx.decisions.append(decision)
+        reply = reply_for([decision])
+        assert reply is not None
+        return reply
+
     async def _decide(
         self, stage: Stage, tx: Transaction, recipient: str | None = None
     ) -> Reply | None:
@@ -171,8 +228,20 @@ class Engine:
         return raw
 
 
+def declared_size(options: Sequence[str]) -> int | None:
+    """The SIZE= a client declared at MAIL (RFC 1870), if any."""
+    for option in options:
+        key, _, value = option.partition("=")
+        if key.upper() == "SIZE" and value.isdigit() and len(value) <= 20:
+            return int(value)
+    return None
+
+
 def reply_for(decisions: Sequence[Decision]) -> Reply | None:
-    """One SMTP reply from the findings that reject or tempfail, strongest first."""
+    """One SMTP reply from the findings that reject or tempfail, strongest first.
+
+    Among equally strong findings the first leads the reply: the engine's own
+    rules, then the policies in the order of their tables in relay.toml."""
     blocking = [d for d in decisions if d.action in (Action.REJECT, Action.TEMPFAIL)]
     if not blocking:
         return None
@@ -180,7 +249,8 @@ def reply_for(decisions: Sequence[Decision]) -> Reply | None:
     chosen = [d.finding for d in blocking if ACTION_STRENGTH[d.action] == strongest]
     first = chosen[0]
     if strongest == ACTION_STRENGTH[Action.TEMPFAIL]:
-        code, status = first.tempfail_code, "4" + first.status[1:]
+        code = first.tempfail_code if first.reply_code >= 500 else first.reply_code
+        status = "4" + first.status[1:]
     else:
         code, status = first.reply_code, first.status
     lines: list[str] = []

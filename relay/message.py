@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+from relay.model import Summary
+
 MAX_HEADER_BYTES = 256 * 1024
 MAX_HEADER_FIELDS = 1000
 MAX_MIME_PARTS = 1000
@@ -50,6 +52,14 @@ class Part:
 
 
 _BLANK_LINE = re.compile(rb"(\r?\n)\r?\n")
+
+
+def _clean(text: str | None, limit: int) -> str | None:
+    """Header text fit for a log line or a database column: valid UTF-8, no NUL."""
+    if text is None:
+        return None
+    text = text.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text.replace("\0", "")[:limit]
 
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
@@ -132,6 +142,11 @@ class Message:
     def decoded(self, name: str) -> str | None:
         value = self.get(name)
         return None if value is None else decode_header_value(value)
+
+    def summary(self) -> Summary:
+        return Summary(size=len(self.raw), message_id=_clean(self.get("Message-ID"), 998),
+                       subject=_clean(self.decoded("Subject"), 998) or "",
+                       date=_clean(self.get("Date"), 200))
 
     # --- structure ------------------------------------------------------------
     @cached_property

@@ -7,7 +7,6 @@ and hand it to the engine; policies read it and return `Finding`s.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import secrets
 import time
 import unicodedata
@@ -26,13 +25,26 @@ class Stage(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
-    """What a finding does; chosen in relay.toml, never by the policy."""
+    """What a finding does; chosen in relay.toml (`action = ...`), never by the policy."""
 
     REJECT = "reject"
     TEMPFAIL = "tempfail"
     TAG = "tag"
     CONVERT = "convert"
     LOG = "log"
+
+
+class Outcome(enum.StrEnum):
+    """How a transaction ended: what the decision log and the metrics record."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+    ABANDONED = "abandoned"  # the client left or reset before the end of DATA
+
+    @classmethod
+    def of(cls, reply: Reply) -> Outcome:
+        return cls.ACCEPT if reply.positive else cls.TEMPFAIL if reply.temporary else cls.REJECT
 
 
 # When several findings disagree, the strongest action wins.
@@ -135,6 +147,17 @@ class Decision:
         }
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What the fronts keep of a message once it is inspected (the decision log, the
+    archive index): small, and computed where the message was parsed."""
+
+    size: int
+    message_id: str | None = None
+    subject: str = ""  # RFC 2047 decoded
+    date: str | None = None
+
+
 def new_id() -> str:
     """A queue id: sortable by time, unique across nodes (like Postfix long queue ids)."""
     return f"{int(time.time() * 1000):011X}{secrets.token_hex(5).upper()}"
@@ -142,7 +165,11 @@ def new_id() -> str:
 
 @dataclass
 class Transaction:
-    """One SMTP transaction as both fronts see it, plus what the engine decided so far."""
+    """One SMTP transaction as both fronts see it, plus what the engine decided so far.
+
+    Addresses are as the client gave them without the angle brackets; the null
+    sender (`MAIL FROM:<>`) is `""` everywhere, from the fronts to the queue.
+    """
 
     listener: str = "test"
     listener_kind: str = "mx"
@@ -158,7 +185,10 @@ class Transaction:
     mail_from: str = ""
     mail_options: list[str] = field(default_factory=list)
     rcpt_to: list[str] = field(default_factory=list)
-    message: Message | None = None
+    message: Message | None = None  # the parsed message, where the DATA stage runs
+    summary: Summary | None = None  # what the fronts keep of it
+    # the queue id of the MTA in front (Postfix, in milter mode)
+    mta_queue_id: str | None = None
     decisions: list[Decision] = field(default_factory=list)
     added_headers: list[tuple[str, str]] = field(default_factory=list)
     conversions: list[str] = field(default_factory=list)
@@ -166,13 +196,6 @@ class Transaction:
     started: float = field(default_factory=time.time)
     # scratch space where policies keep per-transaction results (e.g. one virus scan)
     cache: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def client_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        try:
-            return ipaddress.ip_address(self.client_ip)
-        except ValueError:
-            return None
 
     @property
     def authenticated(self) -> bool:
@@ -184,6 +207,8 @@ class Transaction:
         self.mail_options = []
         self.rcpt_to = []
         self.message = None
+        self.summary = None
+        self.mta_queue_id = None
         self.decisions = []
         self.added_headers = []
         self.conversions = []

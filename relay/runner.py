@@ -17,7 +17,7 @@ from relay.delivery import Router
 from relay.dsn import build_dsn
 from relay.metrics import DELIVERIES, QUEUE
 from relay.model import new_id
-from relay.spool import Envelope, RecipientState, Spool
+from relay.spool import QueueEnvelope, RecipientState, Spool
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,14 @@ class QueueRunner:
         await asyncio.to_thread(self.spool.save_state, qid, state)
         self._due[qid] = state.next_attempt
 
-    async def _bounce(self, env: Envelope, data: bytes, failures: dict[str, str],
+    async def _bounce(self, env: QueueEnvelope, data: bytes, failures: dict[str, str],
                       expired: bool) -> None:
         """Queue an RFC 3464 DSN to the sender; never to the null sender, never for a DSN."""
-        if env.is_dsn or env.sender in ("", "<>"):
+        if env.is_dsn or not env.sender:
             log.info("queue %s: no bounce for null sender; dropped %s", env.queue_id,
                      ", ".join(failures))
             return
         dsn = build_dsn(env, data, failures, self.config.server.hostname, expired=expired)
-        bounce = Envelope(queue_id=new_id(), sender="", recipients=[env.sender], is_dsn=True)
+        bounce = QueueEnvelope(queue_id=new_id(), sender="", recipients=[env.sender], is_dsn=True)
         await self.spool.put(bounce, dsn)
         self.submit(bounce.queue_id)

@@ -1,34 +1,35 @@
-"""The stores and clients policies use, built once from the configuration.
+"""The stores policies and fronts use, built once per configuration load.
 
-The engine hands this dict to every policy through `Context.services`; a
-policy asks for a service by name and gets an error if it is not configured.
+The engine hands them to every policy through `Context.services`; the fronts use
+the directory for AUTH and the archive before they accept official mail.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from relay.archive import Archive
 from relay.config import Config
 from relay.directory.store import DirectoryStore
 
 
-async def build(config: Config, archive: bool = True) -> dict[str, Any]:
-    """`archive=False` for dry runs (test-message) that must leave no trace."""
-    services: dict[str, Any] = {}
-    # opens (and migrates) the database on first use, so a relay without directory
-    # policies never creates one
-    services["directory"] = DirectoryStore(config)
-    if archive and config.archive.enabled:
-        # looks up services["directory"] per message, so the order here does not matter
-        services["archive"] = Archive.open(config, services)
-    return services
+@dataclass
+class Services:
+    directory: DirectoryStore
+    archive: Archive | None = None  # None: archiving off, or a dry run (test-message)
 
+    @classmethod
+    def build(cls, config: Config, archive: bool = True) -> Services:
+        """`archive=False` for dry runs that must leave no trace.
 
-async def close(services: dict[str, Any]) -> None:
-    for service in services.values():
-        closer = getattr(service, "aclose", None) or getattr(service, "close", None)
-        if closer is not None:
-            result = closer()
-            if hasattr(result, "__await__"):
-                await result
+        The directory opens (and migrates) its database on first use, so a relay
+        whose policies never look anything up never creates one."""
+        directory = DirectoryStore(config)
+        return cls(directory=directory,
+                   archive=Archive.open(config, directory) if archive and config.archive.enabled
+                   else None)
+
+    async def aclose(self) -> None:
+        if self.archive is not None:
+            await self.archive.aclose()
+        await self.directory.aclose()

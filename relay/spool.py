@@ -30,7 +30,7 @@ MAGIC = b"RELAYQ1\n"
 
 
 @dataclass
-class Envelope:
+class QueueEnvelope:
     queue_id: str
     sender: str
     recipients: list[str]
@@ -56,7 +56,7 @@ class State:
     last_attempt: float = 0.0
     recipients: dict[str, RecipientState] = field(default_factory=dict)
 
-    def pending(self, envelope: Envelope) -> list[str]:
+    def pending(self, envelope: QueueEnvelope) -> list[str]:
         return [r for r in envelope.recipients
                 if self.recipients.get(r, RecipientState()).status == "pending"]
 
@@ -113,12 +113,12 @@ class Spool:
         return count
 
     # --- writing ------------------------------------------------------------------
-    async def put(self, envelope: Envelope, data: bytes) -> None:
+    async def put(self, envelope: QueueEnvelope, data: bytes) -> None:
         """Durably queue a message; when this returns a crash cannot lose it."""
         await self.prepare(envelope, data)
         await self.commit(envelope.queue_id)
 
-    async def prepare(self, envelope: Envelope, data: bytes) -> None:
+    async def prepare(self, envelope: QueueEnvelope, data: bytes) -> None:
         """First half of put(): the file is written and fsynced in tmp/, not yet queued.
 
         Lets the SMTP front archive at the same time and still queue nothing when the
@@ -177,18 +177,18 @@ class Spool:
     def is_held(self, queue_id: str) -> bool:
         return self._find(queue_id).parent == self.hold_dir
 
-    def load(self, queue_id: str) -> tuple[Envelope, bytes]:
+    def load(self, queue_id: str) -> tuple[QueueEnvelope, bytes]:
         raw = self._find(queue_id).read_bytes()
         if not raw.startswith(MAGIC):
             raise ValueError(f"{queue_id}: not a queue file")
         header, _, data = raw[len(MAGIC):].partition(b"\n")
-        return Envelope(**json.loads(header)), data
+        return QueueEnvelope(**json.loads(header)), data
 
-    def load_envelope(self, queue_id: str) -> Envelope:
+    def load_envelope(self, queue_id: str) -> QueueEnvelope:
         with self._find(queue_id).open("rb") as fh:
             if fh.readline() != MAGIC:
                 raise ValueError(f"{queue_id}: not a queue file")
-            return Envelope(**json.loads(fh.readline()))
+            return QueueEnvelope(**json.loads(fh.readline()))
 
     def load_state(self, queue_id: str) -> State:
         path = self._find(queue_id).with_name(f"{queue_id}.json")

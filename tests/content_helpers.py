@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import from_dict
-from relay.engine import Engine
 from relay.model import Transaction
+from relay.runtime import Runtime
+from relay.transaction import Conversation, Hub, walk
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,24 +57,31 @@ async def run_engine(
     raw: bytes,
     sender: str,
     recipients: list[str],
-    services: dict[str, Any] | None = None,
     auth: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[Transaction, dict[str, Any]]:
-    """MAIL, RCPT for each recipient, DATA; returns the transaction and what happened."""
-    config = from_dict({"policies": policies})
-    engine = Engine(config, services)
+    """MAIL, RCPT for each recipient, DATA through the relay's one stage driver
+    (`relay.transaction.walk`, as test-message runs it); returns the transaction and
+    each stage's answer: None where the stage accepted, else its Reply (the Verdict
+    for DATA)."""
+    state = tempfile.mkdtemp(prefix="relay-engine-")
+    config = from_dict({"server": {"state_dir": state}, **(settings or {}),
+                        "policies": policies})
+    runtime = await Runtime.build(config, archive=False, inline=True)
     tx = Transaction(auth_login=auth, listener_kind="submission" if auth else "mx")
-    out: dict[str, Any] = {"rcpt": {}}
+    conversation = Conversation(Hub(runtime), tx)
     try:
-        reply = await engine.mail(tx, sender)
-        out["mail"] = reply
-        if reply is None:
-            for rcpt in recipients:
-                out["rcpt"][rcpt] = await engine.rcpt(tx, rcpt)
-            if tx.rcpt_to:
-                out["data"] = await engine.data(tx, raw)
+        result = await walk(conversation, sender, recipients, raw)
     finally:
-        await engine.close()
+        conversation.close()
+        await runtime.aclose()
+        shutil.rmtree(state, ignore_errors=True)
+    out: dict[str, Any] = {"rcpt": {r: None if reply.positive else reply
+                                    for r, reply in result.recipients.items()}}
+    if result.stage != "connect":
+        out["mail"] = None if result.stage != "mail" else result.reply
+    if result.verdict is not None:
+        out["data"] = result.verdict
     return tx, out
 
 

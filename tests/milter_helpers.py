@@ -38,11 +38,11 @@ from kilter.protocol import (
 from kilter.protocol.buffer import SimpleBuffer
 from kilter.protocol.core import NR_FLAG_MAP
 
-from relay import services as services_mod
 from relay.config import Config, from_dict
 from relay.decisionlog import DecisionLog
-from relay.engine import Engine
 from relay.milter import MilterServer, pack
+from relay.runtime import Runtime
+from relay.transaction import Hub
 
 POLICY_DIR = Path(__file__).parent / "milter_policies"
 FINAL = (Continue, Reject, Discard, Accept, TemporaryFailure, ReplyCode)
@@ -55,32 +55,29 @@ def milter_config(bind: str, state_dir: Path, server: dict[str, Any] | None = No
                    **(server or {})},
         "milter": {"bind": bind},
         "policies": policies if policies is not None else {
-            "size": {}, "recipients": {}, "headers": {}, "probe": {}},
+            "headers": {}, "probe": {}},
     })
 
 
 class MilterThread:
     """`relay milter` in a background event loop, so tests can use blocking clients."""
 
-    def __init__(self, config: Config, services: dict[str, Any] | None = None,
-                 decisions: Path | None = None) -> None:
+    def __init__(self, config: Config, decisions: Path | None = None) -> None:
         self.config = config
-        self.extra_services = services or {}
         self.decisions = DecisionLog(decisions) if decisions else None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: MilterServer | None = None
 
     async def _start(self) -> None:
-        self.services = {**await services_mod.build(self.config), **self.extra_services}
-        self.engine = Engine(self.config, self.services)
-        self.server = MilterServer(self.config, self.engine, self.services, self.decisions)
+        self.runtime = await Runtime.build(self.config)
+        self.server = MilterServer(Hub(self.runtime, self.decisions))
         await self.server.start()
 
     async def _stop(self) -> None:
         assert self.server is not None
         await self.server.stop(grace=1.0)
-        await self.engine.close()
+        await self.runtime.aclose()
         if self.decisions is not None:
             self.decisions.close()
 

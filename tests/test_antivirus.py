@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from policies import Context
+from policies.base import Context
 from relay.clamd import ClamdClient, parse_reply
 from tests.content_helpers import make_message, run_cli, run_engine, zipped
 from tests.fixtures.clamd import EICAR, EICAR_SIGNATURE, MAX_FILES, STREAM_MAX_LENGTH
@@ -31,7 +31,7 @@ def av(address: str, **kw: object) -> dict:
 async def test_eicar_rejected_naming_signature(clamd, raw):
     tx, out = await run_engine(av(clamd.tcp), raw, SENDER, [RCPT])
     verdict = out["data"]
-    assert verdict.action == "reject"
+    assert verdict.outcome == "reject"
     assert verdict.reply.code == 554 and verdict.reply.status == "5.7.1"
     assert EICAR_SIGNATURE in verdict.reply.render()
     assert "Điều 7.5" in verdict.reply.render()
@@ -40,7 +40,7 @@ async def test_eicar_rejected_naming_signature(clamd, raw):
 
 async def test_clean_message_accepted_over_unix_socket(clamd):
     tx, out = await run_engine(av(clamd.unix), CLEAN, SENDER, [RCPT])
-    assert out["data"].action == "accept"
+    assert out["data"].outcome == "accept"
     assert tx.decisions == []
     assert tx.cache["antivirus"].status == "clean"
 
@@ -55,7 +55,7 @@ async def test_archive_over_limits_is_not_clean(clamd):
     bomb = zipped({f"part{i}.txt": b"x" * 100 for i in range(MAX_FILES + 10)})
     raw = make_message(SENDER, RCPT, attachments=[("big.zip", bomb, "application/zip")])
     tx, out = await run_engine(av(clamd.tcp), raw, SENDER, [RCPT])
-    assert out["data"].action == "reject"
+    assert out["data"].outcome == "reject"
     assert [d.finding.code for d in tx.decisions] == ["antivirus.limits_exceeded"]
     assert tx.decisions[0].finding.details["signature"].startswith("Heuristics.Limits.Exceeded")
 
@@ -65,7 +65,7 @@ async def test_clamd_stopped_tempfails(clamd_factory):
     c.stop()
     tx, out = await run_engine(av(c.tcp, retries=0), CLEAN, SENDER, [RCPT])
     verdict = out["data"]
-    assert verdict.action == "tempfail"
+    assert verdict.outcome == "tempfail"
     assert (verdict.reply.code, verdict.reply.status) == (451, "4.7.1")
     assert tx.decisions[0].finding.code == "antivirus.unavailable"
     assert "unreachable" in tx.decisions[0].finding.details["error"]
@@ -76,7 +76,7 @@ async def test_clamd_stopped_fail_open_tags(clamd_factory):
     c.stop()
     tx, out = await run_engine(av(c.unix, fail_open=True, retries=0), CLEAN, SENDER, [RCPT])
     verdict = out["data"]
-    assert verdict.action == "accept"
+    assert verdict.outcome == "accept"
     assert verdict.data.startswith(b"X-Virus-Status: Unchecked\r\n")
     assert [(d.finding.code, d.action.value) for d in tx.decisions] == [
         ("antivirus.unavailable", "tag")]
@@ -98,7 +98,7 @@ async def test_clamd_error_answer_is_not_clean(clamd):
     # more than clamd's StreamMaxLength: clamd answers "INSTREAM size limit exceeded. ERROR"
     raw = b"Subject: x\r\n\r\n" + b"a" * (STREAM_MAX_LENGTH + 1024)
     tx, out = await run_engine(av(clamd.tcp, max_size=STREAM_MAX_LENGTH * 2), raw, SENDER, [RCPT])
-    assert out["data"].action == "tempfail"
+    assert out["data"].outcome == "tempfail"
     assert "size limit" in tx.decisions[0].finding.details["error"]
 
 
@@ -136,7 +136,7 @@ async def test_loop_stays_free_while_scanning(clamd):
                                                     "application/octet-stream")])
     tx, out = await run_engine(av(clamd.tcp), big, SENDER, [RCPT])
     task.cancel()
-    assert out["data"].action == "accept"
+    assert out["data"].outcome == "accept"
     assert ticks > 1
 
 
@@ -145,8 +145,11 @@ async def test_scanned_once_per_message(clamd):
     from relay.config import from_dict
     from relay.message import Message
     from relay.model import Stage, Transaction
+    from relay.services import Services
 
-    policy = AntivirusPolicy(Options(clamd=clamd.tcp), Context(from_dict({})))
+    config = from_dict({})
+    policy = AntivirusPolicy(Options(clamd=clamd.tcp),
+                             Context(config, Services.build(config, archive=False)))
     tx = Transaction(message=Message(EICAR_PLAIN))
     first = await policy.check(Stage.DATA, tx)
     result = tx.cache["antivirus"]
@@ -199,11 +202,12 @@ def test_cli_clamd_stopped_451(tmp_path, clamd_factory):
 
 def test_config_errors_name_the_key():
     from relay.config import ConfigError, from_dict
+    from relay.policyset import configure
 
     with pytest.raises(ConfigError, match=r"policies\.antivirus\.clamd: expected a socket"):
-        from_dict({"policies": {"antivirus": {"clamd": "localhost"}}})
+        configure(from_dict({"policies": {"antivirus": {"clamd": "localhost"}}}))
     with pytest.raises(ConfigError, match=r"policies\.attachments\.deny_types: expected a MIME"):
-        from_dict({"policies": {"attachments": {"deny_types": ["exe"]}}})
+        configure(from_dict({"policies": {"attachments": {"deny_types": ["exe"]}}}))
 
 
 async def test_fail_open_is_counted(clamd_factory):

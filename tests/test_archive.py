@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
@@ -37,7 +36,7 @@ def verify(archive: Archive, **kw):
 
 
 def sql(archive: Archive, statement: str, **params) -> None:
-    with archive.engine.begin() as conn:
+    with archive.db.begin() as conn:
         conn.execute(sa.text(statement), params)
 
 
@@ -70,31 +69,23 @@ async def test_opt_in_and_configured_official_list(tmp_path):
     archive.close()
 
 
-@dataclass
-class _Mailbox:
-    kind: str
-
-
-class _Directory:
-    """Stands in for the directory service another engineer builds (same call shape)."""
-
-    def __init__(self, kinds: dict[str, str]) -> None:
-        self.kinds = kinds
-
-    async def mailbox(self, address: str) -> _Mailbox | None:
-        kind = self.kinds.get(address)
-        return _Mailbox(kind) if kind else None
-
-
 async def test_the_directory_decides_the_kind_when_there_is_one(tmp_path):
-    services = {"directory": _Directory({"sotc@dienbien.gov.vn": "official",
-                                         UBND: "personal"})}
-    archive = open_archive(make_config(tmp_path), services=services)
+    """An agency's official mailbox (sotc@) reads as personal by name: the directory knows."""
+    from relay.directory import Directory, DirectoryStore
+
+    config = make_config(tmp_path)
+    with Directory(config).write("test", "test") as w:
+        w.add_agency("sotc", "Sở Tài chính")
+        w.add_mailbox("sotc@dienbien.gov.vn", "official", "sotc")
+    directory = DirectoryStore(config)
+    archive = open_archive(config, directory=directory)
     raw = message()
     assert await archive.record(tx("sotc@dienbien.gov.vn", OUTSIDE), raw, raw) == [1]
-    assert await archive.record(tx(UBND, OUTSIDE), raw, raw) == []  # directory wins
+    assert await archive.record(tx("nosuch@dienbien.gov.vn", OUTSIDE), raw, raw) == []
     assert await archive.record(tx(OUTSIDE, TIEPDAN), raw, raw) == [2]  # unknown: naming rule
+    assert archive.get(1)["kind"] == "official"
     archive.close()
+    await directory.aclose()
 
 
 async def test_record_stores_exact_bytes_envelope_and_decisions(arch):
@@ -178,7 +169,7 @@ async def test_tail_cut_after_a_checkpoint_is_found(arch):
     await fill(arch, 10)  # checkpoints at #1, #4, #8
     sql(arch, "DELETE FROM archive_entry WHERE seq >= 7")
     # a careful attacker also moves the head back; the signed checkpoint #8 still says no
-    with arch.engine.begin() as conn:
+    with arch.db.begin() as conn:
         h6 = conn.execute(sa.text("SELECT entry_hash FROM archive_entry WHERE seq = 6")).scalar()
         conn.execute(sa.text("UPDATE archive_head SET seq = 6, hash = :h WHERE chain = 'entries'"),
                      {"h": h6})
@@ -191,7 +182,7 @@ async def test_rewritten_chain_is_caught_by_the_signed_checkpoint(arch):
     await fill(arch, 6)
     sql(arch, "UPDATE archive_entry SET sender = 'forged@else.vn' WHERE seq = 2")
     # recompute every hash after the change, as someone with database access could
-    with arch.engine.begin() as conn:
+    with arch.db.begin() as conn:
         prev = conn.execute(sa.text("SELECT entry_hash FROM archive_entry WHERE seq = 1")).scalar()
         for row in conn.execute(sa.select(schema.entry).where(schema.entry.c.seq >= 2)
                                 .order_by(schema.entry.c.seq)).mappings().all():
@@ -352,7 +343,7 @@ async def test_no_signing_key_still_archives_but_signs_nothing(tmp_path):
 async def test_aclose_signs_the_tail(arch):
     await fill(arch, 2)
     await arch.aclose()
-    with arch.engine.connect() as conn:
+    with arch.db.connect() as conn:
         assert conn.execute(sa.text("SELECT max(seq) FROM archive_checkpoint")).scalar() == 2
 
 
@@ -406,11 +397,11 @@ async def test_an_idle_relay_signs_its_tail_within_the_interval(tmp_path):
                                        checkpoint_interval=1.0))
     await fill(archive, 1)  # #1 signed at once (first entry)
     await fill(archive, 2)  # #2, #3: the interval has not passed yet
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         top = "SELECT max(seq) FROM archive_checkpoint"
         assert conn.execute(sa.text(top)).scalar() == 1
     await asyncio.sleep(1.6)
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         assert conn.execute(sa.text(top)).scalar() == 3
     await archive.aclose()
 

@@ -34,7 +34,7 @@ async def test_verify_exit_status_and_json(setup):
     await fill(archive, 6)
     code, out = run("verify", "-c", cfg)
     assert code == 0 and "INTACT" in out and "6 entries" in out
-    with archive.engine.begin() as conn:
+    with archive.db.begin() as conn:
         conn.execute(sa.text("UPDATE archive_entry SET subject = 'x', subject_fold = 'x' "
                              "WHERE seq = 3"))
     code, out = run("verify", "-c", cfg)

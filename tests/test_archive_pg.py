@@ -62,7 +62,7 @@ def test_two_nodes_append_concurrently_into_one_chain(pg_url, tmp_path):
     for out_row, in_row in zip(rows[::2], rows[1::2], strict=True):
         assert (out_row["mailbox"], in_row["mailbox"]) == (UBND, TIEPDAN)
         assert out_row["queue_id"] == in_row["queue_id"]
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         signers = {r.node for r in conn.execute(sa.text("SELECT node FROM archive_checkpoint"))}
     assert signers == {"node-a", "node-b"}
     archive.close()
@@ -72,7 +72,7 @@ async def test_changed_blob_in_the_database_is_found(pg_url, tmp_path):
     archive = open_archive(make_config(tmp_path, pg_url))
     await fill(archive, 6)
     digest = archive.get(3)["accepted_hash"]
-    with archive.engine.begin() as conn:
+    with archive.db.begin() as conn:
         stored = bytearray(conn.execute(sa.text("SELECT data FROM archive_blob WHERE hash = :h"),
                                         {"h": digest}).scalar())
         stored[len(stored) // 2] ^= 0x04
@@ -91,7 +91,7 @@ async def test_purge_export_and_verify_on_postgresql(pg_url, tmp_path):
     archive.hold(TIEPDAN, "inspector", "case 7")
     report = archive.purge("admin", at=chain.now() + datetime.timedelta(days=2))
     assert report.purged == [1, 2, 3, 4] and report.held == {TIEPDAN: 1}
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM archive_blob")).scalar() == 1
     public = chain.load_public(archive.public_key_path)
     result = verify_archive(archive, public)

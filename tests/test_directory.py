@@ -51,7 +51,7 @@ def seed(d: Directory) -> None:
 
 
 def test_migrations_use_their_own_version_table(directory: Directory):
-    with directory.engine.connect() as conn:
+    with directory.db.connect() as conn:
         tables = sa.inspect(conn).get_table_names()
         assert VERSION_TABLE in tables and "alembic_version" not in tables
         assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
@@ -131,9 +131,9 @@ def test_every_write_is_logged_with_basis_and_the_log_is_append_only(directory: 
         w.set_password(f"binhtt@{DOMAIN}", "another-long-secret")
     logged = str(directory.log())
     assert "another-long-secret" not in logged and "argon2" not in logged
-    with pytest.raises(sa.exc.DBAPIError), directory.engine.begin() as conn:
+    with pytest.raises(sa.exc.DBAPIError), directory.db.begin() as conn:
         conn.execute(sa.text("UPDATE directory_changes SET basis = 'forged'"))
-    with pytest.raises(sa.exc.DBAPIError), directory.engine.begin() as conn:
+    with pytest.raises(sa.exc.DBAPIError), directory.db.begin() as conn:
         conn.execute(sa.text("DELETE FROM directory_changes"))
 
 
@@ -257,18 +257,17 @@ def test_nodes_starting_together_migrate_once(tmp_path: Path, db_url: str):
 
 
 async def test_database_down_is_a_temporary_failure_never_an_accept(tmp_path: Path):
-    from relay.engine import Engine
     from relay.model import Transaction
+    from relay.runtime import Runtime
 
     config = from_dict({
         "server": {"state_dir": str(tmp_path / "state"), "local_domains": [DOMAIN]},
         "directory": {"url": "postgresql://nobody@127.0.0.1:9/none"},  # nothing listens
         "policies": {"recipient_exists": {}},
     })
-    store = DirectoryStore(config)
-    engine = Engine(config, {"directory": store})
+    runtime = await Runtime.build(config, archive=False, inline=True)
     tx = Transaction()
-    assert await engine.mail(tx, "partner@example.org") is None
-    reply = await engine.rcpt(tx, f"annv@{DOMAIN}")
+    assert await runtime.engine.mail(tx, "partner@example.org") is None
+    reply = await runtime.engine.rcpt(tx, f"annv@{DOMAIN}")
     assert reply is not None and reply.code == 451 and tx.rcpt_to == []
-    await store.aclose()
+    await runtime.aclose()

@@ -170,7 +170,7 @@ def test_admin_cli_forms(config_path: Path):
     # the password set by --password-stdin opens the mailbox; the generated one too
     import asyncio
 
-    from relay.cli import load_config
+    from relay.cli.common import load_config
     from relay.directory import DirectoryStore
 
     store = DirectoryStore(load_config(config_path))

@@ -42,7 +42,7 @@ def test_header_sanity_rejects_with_bilingual_reply_and_article(tmp_path):
 
 
 def test_log_action_is_monitor_only(tmp_path):
-    config = {"policies": {"size": {}, "headers": {"action": "log"}}}
+    config = {"policies": {"headers": {"action": "log"}}}
     code, out = run_test_message(tmp_path, NO_DATE, "--from", "a@example.org", "--to",
                              "ubnd@dienbien.gov.vn", config=config)
     assert code == 0 and out["action"] == "accept"

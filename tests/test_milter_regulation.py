@@ -75,7 +75,7 @@ def stack(tmp_path: Path, clamd, postfix_factory, dovecot_sasl, sink):
                    "trusted_networks": ["127.0.0.0/8"]},
         "milter": {"bind": bind},
         "policies": {
-            "size": {}, "headers": {}, "sender_registered": {}, "no_local_spoofing": {},
+            "headers": {}, "sender_registered": {}, "no_local_spoofing": {},
             "sender_login_match": {},
             "webmail": {"actions": {"webmail.outbound": "tag"}},
             "antivirus": {"clamd": clamd.tcp, "retries": 0, "timeout": 10},

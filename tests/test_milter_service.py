@@ -10,8 +10,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import sqlalchemy as sa
 from kilter.protocol import Continue, EnvelopeRecipient, ReplyCode
 
+from relay.archive import Filters
+from relay.config import from_dict
 from tests.fixtures.relayproc import free_port, relay_env, to_toml
 from tests.milter_helpers import (
     POLICY_DIR,
@@ -23,34 +26,39 @@ from tests.milter_helpers import (
 )
 
 
-class RecordingArchive:
-    """Stands in for the archive service (built elsewhere): records what it is given."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.calls: list[tuple[str, bytes, bytes]] = []
-
-    async def record(self, tx, accepted: bytes, delivered: bytes) -> None:
-        if self.fail:
-            raise OSError("archive disk full")
-        self.calls.append((tx.mail_from, accepted, delivered))
+def archived_config(bind: str, tmp_path: Path):
+    """The probe policy, and a.@ (the test sender) archived as an opt-in mailbox."""
+    return from_dict({
+        "server": {"policy_dirs": [str(POLICY_DIR)], "state_dir": str(tmp_path)},
+        "milter": {"bind": bind},
+        "archive": {"mailboxes": ["a@dienbien.gov.vn"], "blob_store": "database"},
+        "policies": {"headers": {}, "probe": {}},
+    })
 
 
 def test_accepted_mail_is_archived_before_postfix_takes_it(tmp_path):
     bind = f"127.0.0.1:{free_port()}"
-    archive = RecordingArchive()
-    with MilterThread(milter_config(bind, tmp_path), {"archive": archive}):
+    with MilterThread(archived_config(bind, tmp_path)) as thread:
         with open_session(bind) as client:
             assert isinstance(send_message(client, "TAG")[-1], Continue)
             assert isinstance(send_message(client, "REJECT")[-1], ReplyCode)
-    ((sender, accepted, delivered),) = archive.calls  # the refused message is not archived
-    assert sender == "a@dienbien.gov.vn"
+        archive = thread.runtime.services.archive
+        assert archive is not None
+        [entry] = archive.search(Filters())  # the refused message is not archived
+        accepted = archive.read_blob(entry["accepted_hash"], entry["accepted_size"])
+        delivered = archive.read_blob(entry["delivered_hash"], entry["delivered_size"])
+    assert entry["sender"] == "a@dienbien.gov.vn" and entry["direction"] == "out"
     assert b"X-Probe" not in accepted and b"X-Probe: tagged" in delivered
 
 
 def test_archive_failure_is_a_temporary_failure(tmp_path):
+    """The archive's database loses its entry table under a running milter."""
     bind = f"127.0.0.1:{free_port()}"
-    with MilterThread(milter_config(bind, tmp_path), {"archive": RecordingArchive(fail=True)}):
+    with MilterThread(archived_config(bind, tmp_path)) as thread:
+        archive = thread.runtime.services.archive
+        assert archive is not None
+        with archive.db.begin() as conn:
+            conn.execute(sa.text("DROP TABLE archive_entry"))
         with open_session(bind) as client:
             answer = send_message(client, "hello")[-1]
     assert reply_text(answer).startswith("451-4.3.0 ")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.fixtures.relayproc import ROOT, relay_env, wait_for
 
 NO_DATE = b"From: an@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -30,9 +32,12 @@ def test_sighup_reloads_and_refuses_a_broken_file(relay_factory):
     relay.config_path.write_text(text + '\n[policies.headers]\naction = "log"\n')
     relay.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: b"configuration reloaded" in relay.log.read_bytes())
-    assert session.noop()[0] == 250  # the open session survived the reload
-    session.sendmail("a@example.org", ["ubnd@dienbien.gov.vn"], NO_DATE)
+    assert session.noop()[0] == 250  # the open session survived the reload...
+    with pytest.raises(smtplib.SMTPDataError):  # ...and keeps the configuration it began with
+        session.sendmail("a@example.org", ["ubnd@dienbien.gov.vn"], NO_DATE)
     session.quit()
+    with smtplib.SMTP("127.0.0.1", relay.mx, timeout=10) as client:  # a new one has the new
+        client.sendmail("a@example.org", ["ubnd@dienbien.gov.vn"], NO_DATE)
 
     # a broken file is refused, logged, and the running configuration stays
     relay.config_path.write_text(text + "\n[policies.headers]\nbogus = 1\n")

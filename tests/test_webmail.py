@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from policies.webmail import DomainSet, kind_by_name, read_list
+from policies.webmail import DomainSet, read_list
+from relay.config import from_dict
+from relay.directory import naming
 from tests.content_helpers import make_message, run_cli, run_engine
 from tests.fixtures.dns import DnsServer
 
@@ -43,10 +44,11 @@ def test_shipped_list():
 
 
 def test_naming_rule():
-    assert kind_by_name("tiepdan@dienbien.gov.vn") == "citizen_intake"
-    assert kind_by_name("Tiepdan.SoYTe@dienbien.gov.vn") == "citizen_intake"
-    assert kind_by_name("tiepdanvien@dienbien.gov.vn") == "personal"
-    assert kind_by_name("ubnd@dienbien.gov.vn") == "personal"
+    assert naming.kind_of("tiepdan@dienbien.gov.vn") == "citizen_intake"
+    assert naming.kind_of("Tiepdan.SoYTe@dienbien.gov.vn") == "citizen_intake"
+    assert naming.kind_of("tiepdanvien@dienbien.gov.vn") == "personal"
+    # one rule for every part of the relay: ubnd@ is the province's official mailbox
+    assert naming.kind_of("ubnd@dienbien.gov.vn") == "official"
 
 
 @pytest.mark.parametrize("rcpt", [PERSONAL, OFFICIAL])
@@ -65,14 +67,14 @@ async def test_gmail_to_provincial_mailbox_rejected(rcpt):
 async def test_gmail_to_citizen_intake_accepted(rcpt):
     tx, out = await run({}, GMAIL, [rcpt])
     assert out["rcpt"][rcpt] is None
-    assert out["data"].action == "accept" and tx.decisions == []
+    assert out["data"].outcome == "accept" and tx.decisions == []
 
 
 async def test_per_recipient_other_recipients_still_get_it():
     tx, out = await run({}, "dan@yahoo.com.vn", [PERSONAL, INTAKE])
     assert out["rcpt"][PERSONAL].code == 550
     assert out["rcpt"][INTAKE] is None
-    assert tx.rcpt_to == [INTAKE] and out["data"].action == "accept"
+    assert tx.rcpt_to == [INTAKE] and out["data"].outcome == "accept"
 
 
 async def test_other_senders_accepted():
@@ -93,9 +95,10 @@ async def test_add_and_remove():
 
 
 def test_bad_domain_in_config_names_the_key():
-    from relay.config import ConfigError, from_dict
+    from relay.config import ConfigError
+    from relay.policyset import configure
     with pytest.raises(ConfigError, match=r"policies\.webmail\.add: .*'not a domain'"):
-        from_dict({"policies": {"webmail": {"add": ["not a domain"]}}})
+        configure(from_dict({"policies": {"webmail": {"add": ["not a domain"]}}}))
 
 
 async def test_vn_only():
@@ -115,7 +118,7 @@ async def test_header_from_at_data():
     tx, out = await run({}, "bounce@mailer.example.com", [PERSONAL, INTAKE], raw=raw)
     assert out["rcpt"][PERSONAL] is None  # the envelope is fine
     verdict = out["data"]
-    assert verdict.action == "reject" and verdict.reply.code == 550
+    assert verdict.outcome == "reject" and verdict.reply.code == 550
     [d] = tx.decisions
     assert (d.finding.code, d.finding.recipient) == ("webmail.header_from", PERSONAL)
     assert "Điều 9" in verdict.reply.render()
@@ -126,7 +129,7 @@ async def test_outbound_own_code_and_action():
     raw = make_message(PERSONAL, GMAIL)
     tx, out = await run(opts, PERSONAL, [GMAIL, "doitac@congty.com.vn"], raw=raw,
                         auth=PERSONAL)
-    assert out["rcpt"][GMAIL] is None and out["data"].action == "accept"
+    assert out["rcpt"][GMAIL] is None and out["data"].outcome == "accept"
     [d] = tx.decisions
     assert (d.finding.code, d.finding.recipient, d.action.value) == (
         "webmail.outbound", GMAIL, "log")
@@ -139,34 +142,19 @@ async def test_citizen_intake_may_answer_citizens():
     assert out["rcpt"][GMAIL] is None and tx.decisions == []
 
 
-@dataclass
-class Mailbox:
-    kind: str
+async def test_the_directory_is_asked_for_the_kind(tmp_path):
+    """A real directory: its citizen-intake mailbox is exempt, its agency mailbox is not."""
+    from relay.directory import Directory
 
-
-class Directory:
-    """Stands in for the directory service (being built elsewhere): same interface."""
-
-    def __init__(self, kinds: dict[str, str]) -> None:
-        self.kinds = kinds
-        self.asked: list[str] = []
-
-    async def mailbox(self, address: str) -> Mailbox | None:
-        self.asked.append(address)
-        kind = self.kinds.get(address)
-        return Mailbox(kind) if kind else None
-
-
-async def test_directory_kind_wins_over_name():
-    directory = Directory({"phananh@dienbien.gov.vn": "citizen_intake",
-                           INTAKE: "official"})
-    services = {"directory": directory}
-    _, out = await run({}, GMAIL, ["phananh@dienbien.gov.vn", INTAKE, AGENCY_INTAKE],
-                       services=services)
-    assert out["rcpt"]["phananh@dienbien.gov.vn"] is None  # directory: citizen intake
-    assert out["rcpt"][INTAKE].code == 550  # directory: official
-    assert out["rcpt"][AGENCY_INTAKE] is None  # no entry: Điều 4 naming rule
-    assert AGENCY_INTAKE in directory.asked
+    settings = {"directory": {"url": f"sqlite:///{tmp_path / 'directory.db'}"}}
+    config = from_dict({"server": {"state_dir": str(tmp_path)}, **settings})
+    with Directory(config).write("test", "test") as w:
+        w.add_agency("soyte", "Sở Y tế")
+        w.add_mailbox(OFFICIAL, "official", "soyte")
+        w.add_mailbox(AGENCY_INTAKE, "citizen_intake", "soyte")
+    _, out = await run({}, GMAIL, [OFFICIAL, AGENCY_INTAKE], settings=settings)
+    assert out["rcpt"][OFFICIAL].code == 550
+    assert out["rcpt"][AGENCY_INTAKE] is None
 
 
 # --- MX check against a real DNS server ------------------------------------------
@@ -198,16 +186,18 @@ async def test_mx_elsewhere_accepted(dns_server, domain):
     assert dns_server.queries[f"{domain}. MX"] == 1
 
 
-async def test_mx_cached(dns_server):
-    from relay.config import from_dict
-    from relay.engine import Engine
+async def test_mx_cached(dns_server, tmp_path):
     from relay.model import Transaction
+    from relay.runtime import Runtime
 
-    engine = Engine(from_dict({"policies": {"webmail": mx_opts(dns_server)}}))
+    config = from_dict({"server": {"state_dir": str(tmp_path)},
+                        "policies": {"webmail": mx_opts(dns_server)}})
+    runtime = await Runtime.build(config, archive=False, inline=True)
     for _ in range(3):
         tx = Transaction()
-        await engine.mail(tx, "a@gmail-hosted.test")
-        assert (await engine.rcpt(tx, PERSONAL)).code == 550
+        await runtime.engine.mail(tx, "a@gmail-hosted.test")
+        assert (await runtime.engine.rcpt(tx, PERSONAL)).code == 550
+    await runtime.aclose()
     assert dns_server.queries["gmail-hosted.test. MX"] == 1
 
 
@@ -249,7 +239,7 @@ async def test_dns_timeout_tempfails_within_deadline(dns_server):
 async def test_dns_error_action_configurable(dns_server):
     tx, out = await run(mx_opts(dns_server, actions={"webmail.dns_error": "log"}),
                         "a@servfail.test", [PERSONAL])
-    assert out["rcpt"][PERSONAL] is None and out["data"].action == "accept"
+    assert out["rcpt"][PERSONAL] is None and out["data"].outcome == "accept"
     assert [d.action.value for d in tx.decisions] == ["log"]
 
 

@@ -49,7 +49,7 @@ def export(archive: Archive, filters: Filters, fmt: str, out: Path, who: str,
     purged = [int(r["seq"]) for r in rows if r["purged_at"] is not None]
     rows = [r for r in rows if r["purged_at"] is None]
     c = schema.checkpoint
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         last = max((int(r["seq"]) for r in rows), default=0)
         cp = conn.execute(sa.select(c).where(c.c.seq >= last).order_by(c.c.seq, c.c.id)
                           .limit(1)).mappings().first()

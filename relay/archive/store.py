@@ -1,6 +1,6 @@
 """The archive store: append entries to the chain, sign checkpoints, query, purge.
 
-One `Archive` per process, built by `relay.services.build()` as `services["archive"]`.
+One `Archive` per process, built by `relay.services.Services.build()`.
 The SMTP front calls `await archive.record(tx, accepted, delivered)` before it answers
 250; it returns once the blobs are fsynced and the index row is committed.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,14 +32,14 @@ from relay.archive import chain, schema
 from relay.archive.blobs import BlobStore, DbBlobStore, FileBlobStore, compress, decompress
 from relay.config import Config
 from relay.db import make_engine
+from relay.directory import naming
+from relay.directory.store import DirectoryStore
 from relay.message import Message
 from relay.model import Transaction
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # messages per group commit
-# Điều 4: ubnd@ is the province's official mailbox, tiepdan@ / tiepdan.<agency>@ citizen intake
-_CITIZEN_INTAKE = re.compile(r"^tiepdan(\.[a-z0-9-]+)?$")
 
 
 class ArchiveError(Exception):
@@ -84,7 +83,7 @@ def _clean(text: str, limit: int | None = None) -> str:
 
 
 def _address(addr: str) -> str:
-    return "" if addr in ("", "<>") else addr.strip().strip("<>").lower()
+    return addr.strip().strip("<>").lower()
 
 
 def _json(obj: Any) -> str:
@@ -122,12 +121,12 @@ def _settle(future: asyncio.Future[list[int]], ids: list[int] | None = None,
 
 
 class Archive:
-    def __init__(self, config: Config, engine: Engine | None = None,
-                 services: dict[str, Any] | None = None, node: str | None = None) -> None:
+    def __init__(self, config: Config, db: Engine | None = None,
+                 directory: DirectoryStore | None = None, node: str | None = None) -> None:
         self.config = config
         self.settings = config.archive
-        self.engine = engine or make_engine(config.directory_url)
-        self.services = services if services is not None else {}
+        self.db = db or make_engine(config.directory_url)
+        self.directory = directory
         self.node = node or config.server.hostname
         store = self.settings.blob_store
         self.blobs: BlobStore = (FileBlobStore(self.blob_path) if store == "files"
@@ -142,14 +141,14 @@ class Archive:
 
     # --- construction -------------------------------------------------------------
     @classmethod
-    def open(cls, config: Config, services: dict[str, Any] | None = None, *,
+    def open(cls, config: Config, directory: DirectoryStore | None = None, *,
              migrate: bool = True, node: str | None = None) -> Archive:
         """The archive of this configuration; `migrate=False` for read-only commands,
         which then fail clearly when there is no archive yet."""
-        archive = cls(config, services=services, node=node)
+        archive = cls(config, directory=directory, node=node)
         if migrate:
-            schema.migrate(archive.engine)
-        elif not schema.is_current(archive.engine):
+            schema.migrate(archive.db)
+        elif not schema.is_current(archive.db):
             archive.close()
             raise ArchiveError(f"no archive (or an older schema) in {config.directory_url}; "
                                "the relay creates it when it starts")
@@ -158,7 +157,7 @@ class Archive:
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        self.engine.dispose()
+        self.db.dispose()
 
     @property
     def blob_path(self) -> Path:
@@ -187,27 +186,15 @@ class Archive:
         return self._signer
 
     # --- who is archived ------------------------------------------------------------
-    def kind_by_name(self, address: str) -> str | None:
-        """The kind the naming rule (Điều 4) or the configured list gives, or None."""
+    async def kind_of(self, address: str) -> str | None:
+        """The mailbox kind (directory, else Điều 4 naming), None for outside addresses."""
         if address in self._official:
             return "official"
         if not self.config.is_local(address):
             return None
-        local = address.rpartition("@")[0]
-        if local == "ubnd":
-            return "official"
-        if _CITIZEN_INTAKE.match(local):
-            return "citizen_intake"
-        return "personal"
-
-    async def kind_of(self, address: str) -> str | None:
-        directory = self.services.get("directory")
-        if directory is not None:
-            mailbox = await directory.mailbox(address)
-            kind = getattr(mailbox, "kind", None)
-            if kind is not None:
-                return str(getattr(kind, "value", kind))
-        return self.kind_by_name(address)
+        if self.directory is not None:
+            return await self.directory.kind(address)
+        return naming.kind_of(address)
 
     async def parties(self, tx: Transaction) -> list[Party]:
         out: list[Party] = []
@@ -261,11 +248,10 @@ class Archive:
                  delivered: bytes) -> _Pending:
         """Everything but the chain: index fields, compression, and (file store) the blobs
         on disk and fsynced before any index row can name them. Runs in parallel."""
-        # the engine parsed these bytes already, unless a conversion replaced tx.message
-        head = tx.message if tx.message is not None and tx.message.raw is accepted \
-            else Message(accepted)
-        subject = _clean(head.decoded("Subject") or "")
-        message_id = _clean((head.get("Message-ID") or "").strip(), 998)
+        # what the inspection kept of the message (parsed where hostile input is contained)
+        summary = tx.summary or Message(accepted).summary()
+        subject = summary.subject
+        message_id = summary.message_id or ""
         meta = _json({
             "envelope": {"mail_from": tx.mail_from, "rcpt_to": tx.rcpt_to,
                          "mail_options": tx.mail_options},
@@ -278,7 +264,7 @@ class Archive:
             "decisions": [d.as_dict() for d in tx.decisions],
             "conversions": tx.conversions,
             "added_headers": tx.added_headers,
-            "date_header": _clean(head.get("Date") or ""),
+            "date_header": summary.date or "",
             "started": tx.started,
         })
         a_hash = chain.sha256(accepted)
@@ -303,7 +289,7 @@ class Archive:
         """Link a batch of messages into the chain in one transaction: one commit (one
         fsync) however many sessions were waiting; the entry ids of each message."""
         n = sum(len(p.parties) for p in batch)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             if self.blobs.in_transaction:
                 for pending in batch:
                     for digest, (size, stored) in pending.blobs.items():
@@ -399,7 +385,7 @@ class Archive:
         if self.signer() is None:
             raise ArchiveError(f"no signing key at {self.signing_key_path}; "
                                "run `relay archive keygen`")
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             seq, head_hash = self._take_head(conn, "entries", 0)
             c = schema.checkpoint
             done = conn.execute(sa.select(c.c.id).where(c.c.seq == seq)).first()
@@ -421,7 +407,7 @@ class Archive:
 
     # --- access log -----------------------------------------------------------------
     def log_access(self, who: str, action: str, target: dict[str, Any], reason: str) -> int:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return self._log_access(conn, who, action, target, reason)
 
     def _log_access(self, conn: Connection, who: str, action: str, target: dict[str, Any],
@@ -440,7 +426,7 @@ class Archive:
         stmt = sa.select(a).order_by(a.c.seq.desc())
         if limit:
             stmt = stmt.limit(limit)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return list(reversed(conn.execute(stmt).mappings().all()))
 
     # --- reading -----------------------------------------------------------------------
@@ -468,18 +454,18 @@ class Archive:
         return stmt
 
     def search(self, filters: Filters) -> list[RowMapping]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return list(conn.execute(self.query(filters)).mappings())
 
     def get(self, seq: int) -> RowMapping | None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return conn.execute(sa.select(schema.entry).where(schema.entry.c.seq == seq)
                                 ).mappings().first()
 
     def read_blob(self, digest: str, size: int, conn: Connection | None = None) -> bytes:
         """The exact bytes, checked against their address; raises ArchiveError if not."""
         if conn is None:
-            with self.engine.connect() as c:
+            with self.db.connect() as c:
                 stored = self.blobs.get(c, digest)
         else:
             stored = self.blobs.get(conn, digest)
@@ -492,13 +478,13 @@ class Archive:
 
     # --- retention and legal hold ----------------------------------------------------------
     def holds(self) -> list[RowMapping]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return list(conn.execute(sa.select(schema.hold).order_by(schema.hold.c.mailbox))
                         .mappings())
 
     def hold(self, mailbox: str, who: str, reason: str) -> bool:
         addr = _address(mailbox)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             exists = conn.execute(sa.select(schema.hold.c.mailbox)
                                   .where(schema.hold.c.mailbox == addr)).first()
             if exists:
@@ -510,7 +496,7 @@ class Archive:
 
     def release(self, mailbox: str, who: str, reason: str) -> bool:
         addr = _address(mailbox)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             gone = conn.execute(schema.hold.delete().where(schema.hold.c.mailbox == addr))
             if not gone.rowcount:
                 return False
@@ -531,7 +517,7 @@ class Archive:
         cutoff = at - timedelta(seconds=retention)
         e = schema.entry
         report = PurgeReport(cutoff=cutoff, dry_run=dry_run)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             # serialise with appends and other purges: the chain lock
             self._take_head(conn, "entries", 0)
             held = {r.mailbox for r in conn.execute(sa.select(schema.hold.c.mailbox))}

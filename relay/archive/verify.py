@@ -118,7 +118,7 @@ def check_signature(cp: Any, keys: Keys) -> str | None:
 
 
 def _head(archive: Archive, name: str) -> Any:
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         return conn.execute(sa.select(schema.head).where(schema.head.c.chain == name)
                             ).mappings().one()
 
@@ -130,7 +130,7 @@ def _purge_records(report: Report, archive: Archive) -> dict[int, dict[str, Any]
     expected = 1
     head = _head(archive, "access")
     a = schema.access
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         rows = conn.execute(sa.select(a).where(a.c.seq <= head["seq"]).order_by(a.c.seq)
                             ).mappings()
         for row in rows:
@@ -177,7 +177,7 @@ def verify_archive(archive: Archive, public_key: Keys,
     # beyond it, and are left for the next run instead of looking like tampering
     head = _head(archive, "entries")
     head_seq = int(head["seq"])
-    with archive.engine.connect() as conn:
+    with archive.db.connect() as conn:
         checkpoints = list(conn.execute(sa.select(c).order_by(c.c.id)).mappings())
     by_seq: dict[int, list[Any]] = {}
     for cp in checkpoints:
@@ -194,7 +194,7 @@ def verify_archive(archive: Archive, public_key: Keys,
     expected = since_seq or 1
     last = (since_seq or 1) - 1
     counted: set[str] = set()
-    with archive.engine.connect() as conn, ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+    with archive.db.connect() as conn, ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         while True:
             rows = list(conn.execute(sa.select(e).where(e.c.seq > last, e.c.seq <= head_seq)
                                      .order_by(e.c.seq).limit(BATCH)).mappings())

@@ -18,7 +18,7 @@ import click
 import sqlalchemy as sa
 
 from relay.archive import Archive, ArchiveError, Filters, chain, schema
-from relay.cli import config_option, is_interactive, load_config, print_json
+from relay.cli.common import config_option, is_interactive, load_config, print_json
 from relay.message import Message, decode_header_value
 
 EX_USAGE = 2
@@ -180,7 +180,7 @@ def _since_seq(arch: Archive, since: str | None) -> int | None:
         return int(since.lstrip("#"))
     when = parse_date(since)
     e = schema.entry
-    with arch.engine.connect() as conn:
+    with arch.db.connect() as conn:
         seq = conn.execute(sa.select(sa.func.min(e.c.seq)).where(e.c.recorded_at >= when))
         first = seq.scalar()
         if first is None:  # nothing that recent: nothing to check
@@ -195,7 +195,7 @@ def _run_verify(arch: Archive, key: Any, since_seq: int | None, as_json: bool,
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with arch.engine.connect() as conn:
+    with arch.db.connect() as conn:
         e = schema.entry
         total = conn.execute(sa.select(sa.func.count()).select_from(e)
                              .where(e.c.seq >= (since_seq or 0))).scalar()
@@ -251,7 +251,7 @@ def log_cmd(config_path: Path | None, mailbox: str | None, sender: str | None,
     try:
         filters = _filters(mailbox, sender, recipient, since, until, subject)
         filters.limit = limit
-        with arch.engine.connect() as conn:
+        with arch.db.connect() as conn:
             for row in conn.execute(arch.query(filters)).mappings():
                 if as_json:
                     print_json(_entry_json(row))

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from relay.cli import config_option, load_config, print_json
+from relay.cli.common import config_option, load_config, print_json
 from relay.directory import passwords
 from relay.directory.admin import Directory, DirectoryError, Writer, default_actor
 from relay.directory.schema import Kind, Status
@@ -351,7 +351,7 @@ def sync(source: str, dry_run: bool, bind_dn: str | None, bind_password_file: st
          actor: str | None, config_path: Path | None, as_json: bool) -> None:
     """Bring the directory in line with the HR feed of the Department of Home Affairs (Điều 5.2,
     6). Exit status: 0 done (or nothing to do), 1 the feed is malformed (nothing applied)."""
-    from directory_sync.cli import run_sync
+    from relay.cli.sync import run_sync
 
     run_sync(load_config(config_path), source, dry_run=dry_run, as_json=as_json,
              bind_dn=bind_dn, bind_password_file=bind_password_file,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli import config_option, load_config, resolve_config_path
+from relay.cli.common import config_option, load_config, load_policies, resolve_config_path
 
 
 @click.command("milter")
@@ -21,7 +21,8 @@ def milter(config_path: Path | None) -> None:
     from relay import milter as milter_mod
 
     config = load_config(config_path)
-    sys.exit(milter_mod.run(config, resolve_config_path(config_path)))
+    policies = load_policies(config)
+    sys.exit(milter_mod.run(config, policies, resolve_config_path(config_path)))
 
 
 COMMANDS = [milter]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli import config_option, load_config, print_json
+from relay.cli.common import config_option, load_config, print_json
 from relay.config import Config
 from relay.spool import Spool
 

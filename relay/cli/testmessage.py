@@ -5,70 +5,45 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from relay import services as services_mod
-from relay.cli import config_option, load_config, print_json
+from relay.cli.common import config_option, load_config, load_policies, print_json
 from relay.config import Config
-from relay.engine import Engine
-from relay.model import Reply, Transaction
+from relay.model import Outcome, Transaction
+from relay.policyset import PolicySet
+from relay.runtime import Runtime
+from relay.transaction import Conversation, Hub, walk
 
 
-async def run_test(
-    config: Config,
-    raw: bytes,
-    sender: str,
-    recipients: list[str],
-    auth: str | None,
-    client_ip: str,
-    listener_kind: str,
-) -> dict:
-    services = await services_mod.build(config, archive=False)
-    engine = Engine(config, services)
+async def run_test(config: Config, policies: PolicySet, raw: bytes, sender: str,
+                   recipients: list[str], auth: str | None, client_ip: str,
+                   listener_kind: str) -> tuple[dict[str, Any], bytes]:
+    """The decision as JSON-able data, and the message as it would be delivered."""
+    runtime = await Runtime.build(config, policies, archive=False, inline=True)
     try:
-        tx = Transaction(
-            listener="test-message",
-            listener_kind=listener_kind,
-            client_ip=client_ip,
-            tls=True,
-            auth_login=auth,
-            smtputf8=True,
-        )
-        tx.trusted = config.is_trusted(client_ip)
-        result: dict = {"stage": "connect", "recipients": {}}
-        reply: Reply | None = await engine.connect(tx)
-        data = raw
-        if reply is None:
-            result["stage"] = "mail"
-            reply = await engine.mail(tx, sender)
-        if reply is None:
-            result["stage"] = "rcpt"
-            for rcpt in recipients:
-                r = await engine.rcpt(tx, rcpt)
-                result["recipients"][rcpt] = str(r) if r else "250 2.1.5 OK"
-            if not tx.rcpt_to:
-                reply = r
-        if reply is None:
-            result["stage"] = "data"
-            verdict = await engine.data(tx, raw)
-            reply, data = verdict.reply, verdict.data
-            action = verdict.action
-        else:
-            action = "tempfail" if reply.temporary else "reject"
-        result.update(
-            action=action,
-            reply=reply.render(),
-            accepted_recipients=tx.rcpt_to,
-            findings=[d.as_dict() for d in tx.decisions],
-            added_headers=[f"{n}: {v}" for n, v in tx.added_headers],
-            conversions=tx.conversions,
-        )
-        result["_data"] = data
-        return result
+        tx = Transaction(listener="test-message", listener_kind=listener_kind,
+                         client_ip=client_ip, tls=True, auth_login=auth, smtputf8=True,
+                         trusted=config.is_trusted(client_ip))
+        conversation = Conversation(Hub(runtime), tx)
+        result = await walk(conversation, sender, recipients, raw)
+        conversation.close()
+        verdict = result.verdict
+        assert result.reply is not None
+        outcome = verdict.outcome if verdict else Outcome.of(result.reply)
+        return {
+            "stage": result.stage,
+            "recipients": {r: str(reply) for r, reply in result.recipients.items()},
+            "action": outcome.value,
+            "reply": result.reply.render(),
+            "accepted_recipients": tx.rcpt_to,
+            "findings": [d.as_dict() for d in tx.decisions],
+            "added_headers": [f"{n}: {v}" for n, v in tx.added_headers],
+            "conversions": tx.conversions,
+        }, (verdict.data if verdict else raw)
     finally:
-        await engine.close()
-        await services_mod.close(services)
+        await runtime.aclose()
 
 
 @click.command("test-message")
@@ -92,10 +67,11 @@ def test_message(config_path: Path | None, sender: str, recipients: tuple[str, .
     Exit status: 0 accepted, 1 rejected, 75 temporary failure.
     """
     config = load_config(config_path)
+    policies = load_policies(config)
     raw = message.read()
     kind = listener_kind or ("submission" if auth else "mx")
-    result = asyncio.run(run_test(config, raw, sender, list(recipients), auth, client_ip, kind))
-    data = result.pop("_data")
+    result, data = asyncio.run(run_test(config, policies, raw, sender.strip("<>"),
+                                        list(recipients), auth, client_ip, kind))
     if output is not None and result["action"] == "accept":
         output.write_bytes(data)
     if as_json:
@@ -105,7 +81,7 @@ def test_message(config_path: Path | None, sender: str, recipients: tuple[str, .
     sys.exit({"accept": 0, "reject": 1}.get(result["action"], 75))
 
 
-def _explain(result: dict) -> None:
+def _explain(result: dict[str, Any]) -> None:
     colour = {"accept": "green", "reject": "red"}.get(result["action"], "yellow")
     click.secho(f"Decision: {result['action'].upper()} (at {result['stage']})", fg=colour,
                 bold=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli import print_json
+from relay.cli.common import print_json
 from relay.message import Message
 from relay.tcvn import Detection, inspect
 

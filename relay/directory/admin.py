@@ -55,34 +55,34 @@ def default_actor() -> str:
 class Directory:
     """The directory database of one configuration (opened and migrated on first use)."""
 
-    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+    def __init__(self, config: Config, db: Engine | None = None) -> None:
         self.config = config
-        self._engine = engine
+        self._db = db
         self._opening = threading.Lock()
 
     @property
-    def engine(self) -> Engine:
-        if self._engine is None:
+    def db(self) -> Engine:
+        if self._db is None:
             with self._opening:  # first look-ups may arrive together from several threads
-                if self._engine is None:
-                    self._engine = open_engine(self.config.directory_url)
-        return self._engine
+                if self._db is None:
+                    self._db = open_engine(self.config.directory_url)
+        return self._db
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.db, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
     def write(self, actor: str, basis: str) -> Iterator[Writer]:
         """One transaction: all changes made through the writer, or none."""
         try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            with Session(self.db, expire_on_commit=False) as session, session.begin():
                 writer = Writer(session, self.config, actor, basis)
                 yield writer
                 if writer.changes:
@@ -96,7 +96,7 @@ class Directory:
 
     # --- reading ---------------------------------------------------------------
     def version(self) -> int:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return int(conn.execute(sa.select(State.version).where(State.id == 1)).scalar_one())
 
     def agencies(self) -> list[dict[str, Any]]:

@@ -56,6 +56,19 @@ def split_address(address: str, local_domains: list[str]) -> tuple[str, str]:
     return local, domain
 
 
+def kind_of(address: str) -> str:
+    """The mailbox kind the name alone shows (Điều 4): `ubnd@` is the province's official
+    mailbox, `tiepdan@` and `tiepdan.<agency>@` are citizen intake, anything else reads as
+    personal (an agency's `<code>@` is official too, but only the directory knows its codes:
+    `DirectoryStore.kind()` asks it first)."""
+    local = address.rpartition("@")[0].lower()
+    if local == PROVINCE:
+        return "official"
+    if local == INTAKE or local.startswith(INTAKE + "."):
+        return "citizen_intake"
+    return "personal"
+
+
 def official_local(agency_code: str) -> str:
     return agency_code
 

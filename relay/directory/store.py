@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from relay.config import Config
-from relay.directory import passwords
+from relay.directory import naming, passwords
 from relay.directory.admin import LIVE, Directory, personal_address
 from relay.directory.schema import Delegation, Kind, Mailbox, State, Status, utcnow
 
@@ -190,12 +190,17 @@ class DirectoryStore:
         self._cache[address] = (info, expires)
         return info
 
+    async def kind(self, address: str) -> str:
+        """personal | official | citizen_intake: the directory's word, else the name's."""
+        info = await self.mailbox(address)
+        return info.kind if info is not None else naming.kind_of(address)
+
     def _load(self, address: str) -> tuple[MailboxInfo | None, datetime | None]:
-        with Session(self.directory.engine) as session:
+        with Session(self.directory.db) as session:
             return load_info(session, address)
 
     def _read_version(self) -> int:
-        with self.directory.engine.connect() as conn:
+        with self.directory.db.connect() as conn:
             return int(conn.execute(sa.select(State.version).where(State.id == 1)).scalar_one())
 
     async def _check_version(self) -> None:
@@ -262,7 +267,7 @@ class DirectoryStore:
         return login
 
     def _verify(self, login: str, password: str) -> tuple[bool, str]:
-        with Session(self.directory.engine) as session, session.begin():
+        with Session(self.directory.db) as session, session.begin():
             box = session.scalars(sa.select(Mailbox).where(Mailbox.address == login,
                                                            Mailbox.status.in_(LIVE))).first()
             stored = box.password_hash if box is not None else None
@@ -280,7 +285,7 @@ class DirectoryStore:
     # --- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
         """Connect and migrate now (at startup) rather than on the first look-up."""
-        await asyncio.to_thread(lambda: self.directory.engine)
+        await asyncio.to_thread(lambda: self.directory.db)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.directory.close)

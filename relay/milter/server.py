@@ -8,15 +8,15 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 from relay import metrics
-from relay import services as services_mod
 from relay.config import Config
-from relay.daemon import Daemon, reload_runtime, retire, sd_notify, setup_logging
+from relay.daemon import Daemon, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
-from relay.engine import Engine
 from relay.milter.session import MilterSession
+from relay.policyset import PolicySet
+from relay.runtime import Runtime
+from relay.transaction import Hub
 
 log = logging.getLogger("relay.milter")
 
@@ -24,19 +24,14 @@ log = logging.getLogger("relay.milter")
 class MilterServer:
     """Serves milter connections on `[milter] bind`, each in its own task."""
 
-    def __init__(self, config: Config, engine: Engine, services: dict[str, Any] | None = None,
-                 decisions: DecisionLog | None = None) -> None:
-        self.decisions = decisions
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
-        self.swap(config, engine, services or {})
 
-    def swap(self, config: Config, engine: Engine, services: dict[str, Any]
-             ) -> set[asyncio.Task[None]]:
-        """Serve new sessions with another configuration; returns the sessions still on
-        the old one (its engine may be closed once they are done)."""
-        self.config, self.engine, self.services = config, engine, dict(services)
-        return set(self._sessions)
+    @property
+    def config(self) -> Config:
+        return self.hub.runtime.config
 
     @property
     def bind(self) -> str:
@@ -103,16 +98,16 @@ class MilterServer:
 
 # --- `relay milter` -----------------------------------------------------------------
 class MilterService(Daemon):
-    """`relay milter`: the server, its engine and services; SIGHUP reloads, SIGTERM stops."""
+    """`relay milter`: the server, its runtime; SIGHUP reloads, SIGTERM stops."""
 
     async def main(self) -> int:
         config = self.config
         config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
-        services = await services_mod.build(config)
         if config.milter.metrics_bind is not None:
             metrics.serve(config.milter.metrics_bind)  # counted where the decision log is written
         decisions = DecisionLog(config.state_file(config.server.decision_log))
-        self.server = MilterServer(config, Engine(config, services), services, decisions)
+        self.hub = Hub(await Runtime.build(config, self.policies), decisions)
+        self.server = MilterServer(self.hub)
         try:
             try:
                 await self.server.start()
@@ -122,36 +117,20 @@ class MilterService(Daemon):
             self.handle_signals()
             sd_notify(f"READY=1\nSTATUS=milter on {config.milter.bind}\nMAINPID={os.getpid()}")
             log.info("relay milter ready on %s: %d policies", config.milter.bind,
-                     len(self.server.engine.policies))
+                     len(self.hub.runtime.engine.policies))
             await self.stopping.wait()
             sd_notify("STOPPING=1")
             await self.server.stop()
             return 0
         finally:
-            await self.server.engine.close()
-            await services_mod.close(self.server.services)
+            await self.hub.runtime.aclose()
             decisions.close()
 
-    async def reload(self) -> None:
-        runtime = await reload_runtime(self.config_path)
-        if runtime is None:
-            return
-        new, services, engine = runtime
-        if new.milter.bind != self.server.config.milter.bind:
+    def note_restart_needed(self, old: Config, new: Config) -> None:
+        if new.milter.bind != old.milter.bind:
             log.warning("milter.bind changes take effect at the next restart")
-        old_engine, old_services = self.server.engine, self.server.services
-        still_open = self.server.swap(new, engine, services)
-        log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
-        # a milter session lasts as long as Postfix's SMTP session: wait for those on
-        # the old engine before closing it
-
-        async def sessions_done() -> None:
-            if still_open:
-                await asyncio.wait(still_open, timeout=3600)
-
-        await retire(old_engine, old_services, sessions_done)
 
 
-def run(config: Config, config_path: Path | None) -> int:
+def run(config: Config, policies: PolicySet, config_path: Path | None) -> int:
     setup_logging(config.server.log_level)
-    return asyncio.run(MilterService(config, config_path).main())
+    return asyncio.run(MilterService(config, policies, config_path).main())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import ipaddress
 import logging
 import struct
@@ -34,8 +33,8 @@ from kilter.protocol import (
     Unknown,
 )
 
-from relay.decisionlog import record
-from relay.engine import BAD_RECIPIENT, BAD_SENDER, POLICY_ERROR, Verdict, bilingual
+from relay.config import Config
+from relay.engine import BAD_RECIPIENT, BAD_SENDER, Verdict, size_refusal
 from relay.milter.codec import (
     MAX_PACKET,
     PROTOCOL_VERSION,
@@ -46,7 +45,8 @@ from relay.milter.codec import (
     pack,
     reply_code,
 )
-from relay.model import Reply, Transaction
+from relay.model import Outcome, Reply, Transaction
+from relay.transaction import Conversation
 
 if TYPE_CHECKING:
     from relay.milter.server import MilterServer
@@ -75,35 +75,34 @@ WANT_MACROS = {
     Stage.END_MESSAGE: ["i"],
 }
 
-ARCHIVE_ERROR = bilingual(
-    451, "4.3.0", "Không lưu trữ được thư của hộp thư công vụ, xin gửi lại sau (Điều 8)",
-    "Could not archive official-mailbox mail, try again later (Article 8)",
-)
-
-
-def too_big(limit: int) -> Reply:
-    return bilingual(552, "5.3.4", f"Thư quá lớn: giới hạn {limit} byte (Điều 5.1)",
-                     f"Message too large: limit {limit} bytes (Article 5.1)")
-
-
 class MilterSession:
-    """One milter connection from Postfix: one SMTP session at a time (QUIT_NC starts the next)."""
+    """One milter connection from Postfix: one SMTP session at a time (QUIT_NC starts the next).
+
+    Each SMTP session is a `Conversation` under the runtime in force when it began."""
+
     def __init__(self, server: MilterServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         self.server = server
-        # a reload swaps these on the server; a session keeps the ones it started with
-        self.engine = server.engine
-        self.config = server.config
-        self.services = server.services
         self.reader = reader
         self.writer = writer
         self._inbuf = bytearray()
         self.no_reply: set[int] = set()
         self.leading_space = False
         self.macros: dict[int, dict[str, str]] = {}
-        self.tx = Transaction(listener="milter", relay_checked=True)
+        self.conversation = self._new_conversation()
         self.held: Reply | None = None  # a refusal at connect, given at every later command
         self._reset_message()
+
+    def _new_conversation(self) -> Conversation:
+        return Conversation(self.server.hub, Transaction(listener="milter", relay_checked=True))
+
+    @property
+    def tx(self) -> Transaction:
+        return self.conversation.tx
+
+    @property
+    def config(self) -> Config:
+        return self.conversation.config
 
     def _reset_message(self) -> None:
         self.headers: list[tuple[str, bytes]] = []
@@ -126,7 +125,7 @@ class MilterSession:
         except MalformedPacket as exc:
             log.warning("milter connection from %s: malformed input, closed: %s", peer, exc)
         finally:
-            self._finish()
+            self.conversation.close()
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
@@ -165,14 +164,6 @@ class MilterSession:
         else:
             await self._send(reply_code(reply, self.tx.smtputf8))
 
-    async def _engine(self, call: Awaitable[T]) -> T | Reply:
-        """An engine call; a bug there answers 451 rather than dropping the connection."""
-        try:
-            return await call
-        except Exception:
-            log.exception("engine failed on milter transaction %s", self.tx.queue_id)
-            return POLICY_ERROR
-
     def _macro(self, name: str) -> str | None:
         for stage in self.macros.values():
             if stage.get(name):
@@ -208,12 +199,11 @@ class MilterSession:
             case Data() | EndOfHeaders() | Unknown():
                 await self._answer(msg, None)
             case Abort():
-                self._finish()
-                self.tx.reset_envelope()
+                self.conversation.reset()
                 self._reset_message()
             case QuitNewConnection():
-                self._finish()
-                self.tx = Transaction(listener="milter", relay_checked=True)
+                self.conversation.close()
+                self.conversation = self._new_conversation()
                 self.held = None
                 self.macros = {}
                 self._reset_message()
@@ -237,54 +227,47 @@ class MilterSession:
         return Negotiate(version, actions, protocol, macros)
 
     async def _on_connect(self, msg: Connect) -> None:
-        self.tx = Transaction(listener="milter", relay_checked=True)
+        tx = self.tx
         if isinstance(msg.address, ipaddress.IPv4Address | ipaddress.IPv6Address):
-            self.tx.client_ip, self.tx.client_port = str(msg.address), msg.port
-            self.tx.trusted = self.server.config.is_trusted(msg.address)
+            tx.client_ip, tx.client_port = str(msg.address), msg.port
+            tx.trusted = self.config.is_trusted(msg.address)
         else:  # a Unix-socket or unknown client (local submission): no address to trust
-            self.tx.client_ip = ""
-        reply = await self._engine(self.engine.connect(self.tx))
+            tx.client_ip = ""
         # libmilter allows no reply text at connect: the refusal is given, with our
         # text, to every command the client sends next
-        self.held = reply if isinstance(reply, Reply) else None
+        self.held = await self.conversation.connect()
         if Connect.ident not in self.no_reply:
             await self._send(Continue())
 
     async def _on_mail(self, msg: EnvelopeFrom) -> None:
-        self._finish()
-        tx = self.tx
-        tx.reset_envelope()
         self._reset_message()
-        options = [bytes(a).decode("utf-8", "replace") for a in msg.arguments]
-        tx.mail_options = options
-        tx.smtputf8 = any(o.upper() == "SMTPUTF8" for o in options)
+        tx = self.tx
         login = self.macros.get(ord("M"), {}).get("{auth_authen}") or None
         tx.auth_login = login
         # what the SMTP front would call it; relay control stays with Postfix
         tx.listener_kind = "submission" if login else "mx"
         tx.tls = tx.tls or self._macro("{tls_version}") is not None
+        options = [bytes(a).decode("utf-8", "replace") for a in msg.arguments]
         sender = _address(bytes(msg.sender))
         if self.held:
-            reply: Reply | None = self.held
+            reply: Reply = self.held
         elif sender is None:
             reply = BAD_SENDER
         else:
-            reply = await self._engine(self.engine.mail(tx, sender))
-        if reply is not None:
-            self._finish("tempfail" if reply.temporary else "reject", reply)
+            reply = await self.conversation.mail(sender, options)
+        if not reply.positive and (self.held or sender is None):
+            self.conversation.reset()
         await self._answer(msg, reply)
 
     async def _on_rcpt(self, msg: EnvelopeRecipient) -> None:
         recipient = _address(bytes(msg.recipient))
         if self.held:
-            reply: Reply | None = self.held
+            reply: Reply = self.held
         elif recipient is None:
             reply = BAD_RECIPIENT
         else:
             # a refusal here rejects this recipient only; Postfix keeps the others
-            reply = await self._engine(self.engine.rcpt(self.tx, recipient))
-        if reply is not None:
-            self.tx.cache["last_reply"] = str(reply)
+            reply = await self.conversation.rcpt(recipient)
         await self._answer(msg, reply)
 
     def _on_header(self, msg: Header) -> None:
@@ -303,7 +286,7 @@ class MilterSession:
 
     def _size_reply(self) -> Reply | None:
         limit = self.config.server.max_message_size
-        return too_big(limit) if self.size > limit else None
+        return size_refusal(self.size, limit) if self.size > limit else None
 
     def raw_message(self) -> bytes:
         """The message as the client sent it, rebuilt from the header and body packets."""
@@ -317,24 +300,18 @@ class MilterSession:
     async def _on_end_of_message(self, msg: EndOfMessage) -> None:
         self._add_body(bytes(msg.content))
         tx = self.tx
-        tx.cache["postfix_queue_id"] = self.macros.get(ord("E"), {}).get("i", "")
-        if self.held or self.oversize:
-            reply = self.held or self._size_reply()
-            assert reply is not None
-            self._finish("tempfail" if reply.temporary else "reject", reply, self.size)
-            await self._answer(msg, reply)
+        tx.mta_queue_id = self.macros.get(ord("E"), {}).get("i", "")
+        if self.held is not None:
+            self.conversation.refuse_data(self.held, self.size)
+            await self._answer(msg, self.held)
+            return
+        if self.oversize:
+            await self._answer(msg, self.conversation.refuse_oversize(self.size))
             return
         raw = self.raw_message()
-        result = await self._with_progress(self._engine(self.engine.data(tx, raw)))
-        if isinstance(result, Reply):
-            verdict = Verdict("tempfail", result, raw)
-        else:
-            verdict = result
-        if verdict.action == "accept" and not await self._archive(raw, verdict.data):
-            verdict = Verdict("tempfail", ARCHIVE_ERROR, raw)
+        verdict = await self._with_progress(self.conversation.data(raw))
         self._log(verdict)
-        self._finish(verdict.action, verdict.reply, len(raw))
-        if verdict.action != "accept":
+        if verdict.outcome is not Outcome.ACCEPT:
             await self._send(reply_code(verdict.reply, tx.smtputf8))
             return
         edits = message_edits(raw, verdict.data, self.leading_space)
@@ -352,46 +329,20 @@ class MilterSession:
         finally:
             task.cancel()
 
-    async def _archive(self, accepted: bytes, delivered: bytes) -> bool:
-        """Official-mailbox mail is archived as on the SMTP path, before Postfix takes it."""
-        archive = self.services.get("archive")
-        if archive is None:
-            return True
-        try:
-            result = archive.record(self.tx, accepted, delivered)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("archive failed for milter transaction %s", self.tx.queue_id)
-            return False
-        return True
-
-    def _finish(self, action: str | None = None, reply: Reply | str = "",
-                size: int | None = None) -> None:
-        """The decision-log line of a transaction, once (as the SMTP front writes it)."""
-        tx, decisions = self.tx, self.server.decisions
-        if decisions is None or not (tx.mail_from or tx.decisions or tx.rcpt_to):
-            return
-        if tx.cache.get("logged"):
-            return
-        entry = record(tx, action or "abandoned", reply or tx.cache.get("last_reply", ""), size)
-        entry["postfix_queue_id"] = tx.cache.get("postfix_queue_id") or None
-        decisions.write(entry)
-        tx.cache["logged"] = True
-
     def _log(self, verdict: Verdict) -> None:
         tx = self.tx
         log.info(
             "milter %s (postfix %s) from=<%s> to=%s client=%s auth=%s action=%s reply=%r "
-            "findings=%s", tx.queue_id, tx.cache.get("postfix_queue_id", ""), tx.mail_from,
-            ",".join(tx.rcpt_to), tx.client_ip, tx.auth_login or "-", verdict.action,
+            "findings=%s", tx.queue_id, tx.mta_queue_id or "", tx.mail_from,
+            ",".join(tx.rcpt_to), tx.client_ip, tx.auth_login or "-", verdict.outcome.value,
             verdict.reply.render().split("\r\n")[0],
             ",".join(f"{d.finding.code}:{d.action.value}" for d in tx.decisions) or "-",
         )
 
 
 def _address(value: bytes) -> str | None:
-    """`<user@example>` as Postfix reports it; None when it is not UTF-8."""
+    """`<user@example>` as Postfix reports it ("" for the null sender); None when it is
+    not UTF-8."""
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from policies import Policy, PolicyOptions, register
+from policies.base import Policy, PolicyOptions
 from relay.message import split_header
 from relay.model import Action, Finding, Stage, Transaction
 
@@ -24,11 +24,11 @@ class Options(PolicyOptions):
     actions: dict[str, Action] = ACTIONS
 
 
-@register
 class ProbePolicy(Policy):
     name = "probe"
     stages = frozenset({Stage.CONNECT, Stage.MAIL, Stage.RCPT, Stage.DATA})
     Options = Options
+    codes = {code: f"the marker asks for {action.value}" for code, action in ACTIONS.items()}
 
     async def check(
         self, stage: Stage, tx: Transaction, recipient: str | None = None

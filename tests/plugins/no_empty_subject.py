@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies import Policy, PolicyOptions, register
+from policies.base import Policy, PolicyOptions
 from relay.model import Finding, Stage, Transaction
 
 
@@ -14,9 +14,9 @@ class Options(PolicyOptions):
     min_length: int = 1
 
 
-@register
 class NoEmptySubject(Policy):
     name = "no_empty_subject"
+    codes = {"subject.empty": "the Subject: is empty or shorter than min_length"}
     stages = frozenset({Stage.DATA})
     Options = Options
 

@@ -9,7 +9,7 @@ import click
 
 from directory_sync.feed import FeedError, FeedProblem, read_source
 from directory_sync.plan import Step, execute, plan
-from relay.cli import is_interactive, print_json
+from relay.cli.common import is_interactive, print_json
 from relay.config import Config
 from relay.directory.admin import Directory
 
