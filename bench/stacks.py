@@ -261,7 +261,8 @@ def recipient_kind(address: str) -> tuple[str, str]:
 
 
 def populate_directory(config: Path, sender: str, recipient: str) -> None:
-    """Make the sender and the recipient real mailboxes, with the admin CLI."""
+    """Make the sender and the recipient real mailboxes, with the admin CLI (and the
+    archive's signing key)."""
     agencies = {AGENCY: "Sở Thông tin và Truyền thông"}
     kind, agency = recipient_kind(recipient)
     agencies.setdefault(agency, "UBND tỉnh Điện Biên" if agency == "ubnd" else agency)
@@ -276,6 +277,10 @@ def populate_directory(config: Path, sender: str, recipient: str) -> None:
         done = run_cli(*step, "--basis", "bench/compare.py", "-c", str(config))
         if done.returncode != 0:
             raise RuntimeError(f"relay {' '.join(step)}: {done.stderr.decode(errors='replace')}")
+    # the archive of official mail (--to ubnd@...) signs checkpoints, as in production
+    done = run_cli("archive", "keygen", "-c", str(config))
+    if done.returncode != 0:
+        raise RuntimeError(f"relay archive keygen: {done.stderr.decode(errors='replace')}")
 
 
 def relay_server_section(max_connections: int) -> dict[str, Any]:
