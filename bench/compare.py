@@ -4,6 +4,7 @@
     .venv/bin/python bench/compare.py --av                   # + antivirus stacks
     .venv/bin/python bench/compare.py --sessions 20 --rounds 3 --messages 1000 --json
     .venv/bin/python bench/compare.py --setups relay,postfix --to ubnd@dienbien.gov.vn
+    .venv/bin/python bench/compare.py --show saved.json     # the table of a --json run
 
 Setups (each a private instance on loopback, all delivering to ONE Postfix
 `smtp-sink`, C, never the bottleneck):
@@ -458,6 +459,9 @@ def summarise(rounds: list[RoundResult]) -> dict[str, Any]:
         "cpu_ms_per_message": 1000 * sum(cpu.values()) / handled if handled else None,
         "cpu_ms_per_message_by_part": {p: 1000 * s / handled for p, s in cpu.items()}
         if handled else {},
+        "end_to_end_per_round": [r.messages / r.end_to_end_seconds
+                                 if r.end_to_end_seconds and r.error is None else None
+                                 for r in rounds],
         "dns_queries": sum(r.dns_queries for r in rounds),
         "background_cpu_s": sum(r.background_cpu_seconds for r in rounds),
         "errors": [r.error for r in rounds if r.error],
@@ -476,8 +480,17 @@ def ratios(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         best, against = max(rivals)
         value = mine / best
         accepted = (rate(ours, "accepted_per_s") or 0) / (rate(against, "accepted_per_s") or 1)
+        # the same ratio round by round (each round's setups ran one after another): its
+        # spread shows how much of a difference is noise
+        per_round = []
+        for i, own in enumerate(table[ours]["end_to_end_per_round"]):
+            others = [table[t]["end_to_end_per_round"][i] for t in theirs if t in table
+                      and i < len(table[t]["end_to_end_per_round"])]
+            others = [o for o in others if o]
+            if own and others:
+                per_round.append(own / max(others))
         return {"value": value, "against": against, "target": target, "met": value >= target,
-                "accepted_ratio": accepted}
+                "accepted_ratio": accepted, "per_round": per_round}
 
     out = {}
     for key, ours, theirs in (
@@ -517,8 +530,9 @@ def print_report(report: dict[str, Any]) -> None:
         for key, r in report["ratios"].get(sessions, {}).items():
             print(f"  ratio {key:38} {r['value']:.2f} end to end "
                   f"(accepted {r['accepted_ratio']:.2f}), vs {r['against']}; "
-                  f"target >= {r['target']}: "
-                  f"{'met' if r['met'] else 'NOT met'}")
+                  f"target >= {r['target']}: {'met' if r['met'] else 'NOT met'}"
+                  + (f"; by round {min(r['per_round']):.2f}-{max(r['per_round']):.2f}"
+                     if r.get("per_round") else ""))
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -549,6 +563,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"npm install Haraka into {stacks.HARAKA_CACHE} when missing")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--show", metavar="FILE", help="print the table of a saved --json run")
     args = parser.parse_args(argv)
     args.session_list = [int(s) for s in args.sessions.split(",") if s.strip()]
     if args.setups:
@@ -570,6 +585,9 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.show:
+        print_report(json.loads(Path(args.show).read_text()))
+        return 0
     missing = stacks.missing_programs(["smtp-source", "smtp-sink"])
     if missing:
         print(f"needs {', '.join(missing)} (Debian package postfix)", file=sys.stderr)
