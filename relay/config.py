@@ -118,9 +118,16 @@ class ServerConfig(Section):
     max_message_size: StrictInt = Field(26_214_400, ge=1024, le=2**31)
     max_recipients: StrictInt = Field(100, ge=1, le=100_000)
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    # per client (IPv4 address, IPv6 /64); trusted_networks are exempt; 0: no limit
+    max_connections_per_ip: StrictInt = Field(50, ge=0, le=100_000)
+    connection_rate_limit: StrictInt = Field(0, ge=0, le=1_000_000)  # new sessions per minute
+    # SMTP front processes sharing the listeners (one queue runner); 0: one per core
+    workers: StrictInt = Field(0, ge=0, le=256)
     idle_timeout: Duration = 300.0
     data_timeout: Duration = 600.0
     max_noop: StrictInt = Field(20, ge=1)
+    # a line in DATA ending in bare LF or CR: made CRLF (as Postfix >= 3.9), or 554 5.6.0
+    bare_newline: Literal["normalize", "reject"] = "normalize"
     tls_cert: StrictStr = ""
     tls_key: StrictStr = ""
     decision_log: StrictStr = "log/decisions.jsonl"
@@ -205,6 +212,7 @@ class MilterConfig(Section):
     bind: MilterBind = "127.0.0.1:8894"
     socket_mode: OctalMode = 0o660  # unix socket only: Postfix's smtpd must be able to connect
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    workers: StrictInt = Field(0, ge=0, le=256)  # milter processes on the socket; 0: per core
     idle_timeout: Duration = 600.0  # longest wait for Postfix's next packet
     progress_interval: Duration = 10.0  # SMFIR_PROGRESS while a slow check runs at end of data
     # Prometheus /metrics of the milter process (its own port: `relay serve` may run too)

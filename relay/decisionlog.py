@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -36,20 +37,23 @@ def record(tx: Transaction, outcome: Outcome, reply: Reply | str) -> dict[str, A
 
 
 class DecisionLog:
+    """Appended to by every front process: each line is one write() to an O_APPEND
+    file, so lines of several processes never interleave."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._fh = path.open("a", encoding="utf-8", buffering=1)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
     def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
         entry = record(tx, outcome, reply)
         TRANSACTIONS.labels(entry["listener"], entry["action"]).inc()
         for f in entry["findings"]:
             FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()
-        line = json.dumps(entry, ensure_ascii=False, default=str)
+        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
         with self._lock:
-            self._fh.write(line + "\n")
+            os.write(self._fd, line)
 
     def close(self) -> None:
-        self._fh.close()
+        os.close(self._fd)

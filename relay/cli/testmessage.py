@@ -41,7 +41,7 @@ async def run_test(config: Config, policies: PolicySet, raw: bytes, sender: str,
             "findings": [d.as_dict() for d in tx.decisions],
             "added_headers": [f"{n}: {v}" for n, v in tx.added_headers],
             "conversions": tx.conversions,
-        }, (verdict.data if verdict else raw)
+        }, (verdict.delivered(raw) if verdict else raw)
     finally:
         await runtime.aclose()
 
