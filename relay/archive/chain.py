@@ -63,7 +63,8 @@ def _plain(value: Any) -> Any:
 
 def entry_fields(row: Any) -> dict[str, Any]:
     """The hashed fields of an entry row (a mapping with the table's columns)."""
-    fields = {name: _plain(row[name]) for name in HASHED}
+    fields = {name: row[name] for name in HASHED}
+    fields["recorded_at"] = _plain(fields["recorded_at"])  # the one time among HASHED
     fields["recipients"] = json.loads(fields["recipients"])
     fields["meta"] = json.loads(fields["meta"])
     return fields

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -273,26 +273,32 @@ def verify_archive(archive: Archive, public_key: Keys,
     signed_purges = _check_access_signatures(report, log, checkpoints, valid, access_head[0],
                                              now_access)
     tombstones = _Tombstones(log.purges, signed_purges, archive.settings.retention)
-    seen_blobs: dict[str, str | None] = {}  # digest -> None when good, else what is wrong
     running: str | None = None if since_seq else chain.GENESIS
     expected = since_seq or 1
     last = (since_seq or 1) - 1
     counted: set[str] = set()
+
+    def batch(conn: sa.Connection, after: int) -> list[Any]:
+        return list(conn.execute(sa.select(e).where(e.c.seq > after, e.c.seq <= head_seq)
+                                 .order_by(e.c.seq).limit(BATCH)).mappings())
+
     with archive.db.connect() as conn, ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        while True:
-            rows = list(conn.execute(sa.select(e).where(e.c.seq > last, e.c.seq <= head_seq)
-                                     .order_by(e.c.seq).limit(BATCH)).mappings())
-            if not rows:
-                break
-            _check_blobs(archive, conn, rows, seen_blobs, pool)
+        blobs = _Blobs(archive, pool)
+        rows = batch(conn, last)
+        pending = blobs.submit(conn, rows)
+        while rows:
+            following = batch(conn, int(rows[-1]["seq"]))
+            ahead = blobs.submit(conn, following)  # checked while this batch is
+            blobs.collect(pending)
             for row in rows:
-                _check_entry(report, row, running, expected, seen_blobs, counted, tombstones,
+                _check_entry(report, row, running, expected, blobs.seen, counted, tombstones,
                              by_seq)
                 running = row["entry_hash"]
                 expected = last = int(row["seq"])
                 expected += 1
             if progress:
                 progress(report.entries, report.bytes)
+            rows, pending = following, ahead
         beyond = conn.execute(sa.select(sa.func.min(e.c.seq)).where(e.c.seq > head_seq)
                               ).scalar()
     now_seq = _heads(archive)[0][0]  # where the head is after reading
@@ -382,29 +388,45 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86400:g} days"
 
 
-def _check_blobs(archive: Archive, conn: sa.Connection, rows: list[Any],
-                 seen: dict[str, str | None], pool: ThreadPoolExecutor) -> None:
-    """Check the blobs this batch needs that no earlier entry did; into `seen`.
+class _Blobs:
+    """Checks each blob once, in worker threads, a batch ahead of the entries that need
+    it: zlib and sha256 release the GIL, so the threads use every core while the main
+    thread re-hashes the entries of the batch before. The database store is read with
+    one query per batch; blobs go to the threads in chunks (one future per blob cost
+    more than a small blob's check)."""
 
-    zlib and sha256 release the GIL, so threads use every core; the database store
-    is read with one query per batch.
-    """
-    sizes = {r[f"{w}_hash"]: int(r[f"{w}_size"]) for r in rows if r["purged_at"] is None
-             for w in ("accepted", "delivered")}
-    wanted = sorted(set(sizes) - set(seen))
-    if not wanted:
-        return
-    if archive.blobs.in_transaction:
-        b = schema.blob
-        found = {r.hash: bytes(r.data) for r in conn.execute(
-            sa.select(b.c.hash, b.c.data).where(b.c.hash.in_(wanted)))}
+    CHUNK = 32
 
-        def check(digest: str) -> str | None:
-            return _check_blob(found.get(digest), digest, sizes[digest])
-    else:
-        def check(digest: str) -> str | None:
-            return _check_blob(archive.blobs.get(None, digest), digest, sizes[digest])
-    seen.update(zip(wanted, pool.map(check, wanted), strict=True))
+    def __init__(self, archive: Archive, pool: ThreadPoolExecutor) -> None:
+        self.archive = archive
+        self.pool = pool
+        self.seen: dict[str, str | None] = {}  # digest -> None when good, else what is wrong
+        self._asked: set[str] = set()
+
+    def submit(self, conn: sa.Connection, rows: list[Any]) -> list[Future[list[Any]]]:
+        sizes = {r[f"{w}_hash"]: int(r[f"{w}_size"]) for r in rows if r["purged_at"] is None
+                 for w in ("accepted", "delivered")}
+        wanted = sorted(set(sizes) - self._asked)
+        if not wanted:
+            return []
+        self._asked.update(wanted)
+        found: dict[str, bytes] | None = None
+        if self.archive.blobs.in_transaction:
+            b = schema.blob
+            found = {r.hash: bytes(r.data) for r in conn.execute(
+                sa.select(b.c.hash, b.c.data).where(b.c.hash.in_(wanted)))}
+        return [self.pool.submit(self._check, [(d, sizes[d]) for d in wanted[i:i + self.CHUNK]],
+                                 found)
+                for i in range(0, len(wanted), self.CHUNK)]
+
+    def _check(self, items: list[tuple[str, int]], found: dict[str, bytes] | None
+               ) -> list[tuple[str, str | None]]:
+        get = found.get if found is not None else (lambda d: self.archive.blobs.get(None, d))
+        return [(digest, _check_blob(get(digest), digest, size)) for digest, size in items]
+
+    def collect(self, futures: list[Future[list[Any]]]) -> None:
+        for future in futures:
+            self.seen.update(future.result())
 
 
 def _check_entry(report: Report, row: Any, running: str | None, expected: int,
