@@ -253,6 +253,8 @@ class ArchiveConfig(Section):
     checkpoint_interval: Duration = 3600.0  # ... or when the last checkpoint is this old
     signing_key: StrictStr = "archive/signing.key"  # relative to state_dir
     public_key: StrictStr = ""  # default: signing_key + ".pub"
+    # keys replaced by `keygen --force` that verify still accepts for older checkpoints
+    retired_public_keys: list[StrictStr] = []
     retention: Duration = 3650 * 86400.0  # 0: keep forever
 
 
