@@ -7,6 +7,7 @@ and hand it to the engine; policies read it and return `Finding`s.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
 import unicodedata
@@ -87,6 +88,11 @@ def article_en(article: str) -> str:
     return article.replace("Điều", "Article")
 
 
+# C0 and C1 controls, DEL, Unicode line/paragraph separators, bidi and zero-width marks
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
+                     "\u2066-\u2069\ufeff]")
+
+
 def ascii_fold(text: str) -> str:
     """Vietnamese without diacritics, for replies to clients that did not ask for SMTPUTF8."""
     text = text.replace("đ", "d").replace("Đ", "D")
@@ -112,8 +118,16 @@ class Reply:
         return 400 <= self.code < 500
 
     def render(self, utf8: bool = True) -> str:
-        """Multi-line SMTP reply text, CRLF-joined, without the final CRLF."""
-        lines = [line if utf8 else ascii_fold(line) for line in self.lines] or [""]
+        """Multi-line SMTP reply text, CRLF-joined, without the final CRLF.
+
+        The one way a reply reaches a client, on both fronts: a line can carry text
+        a client chose (a file name, an address), so every control character, line or
+        paragraph separator and direction override becomes `?` here (no injected
+        `250 OK` line); and a client that did not ask for SMTPUTF8 gets ASCII only
+        (RFC 6531), the Vietnamese without its diacritics."""
+        lines = [_UNSAFE.sub("?", line) for line in self.lines] or [""]
+        if not utf8:
+            lines = [ascii_fold(line) for line in lines]
         out = []
         for i, line in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"

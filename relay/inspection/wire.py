@@ -31,7 +31,9 @@ class WireError(Exception):
 
 def frame(header: dict[str, Any], payload: bytes = b"") -> list[bytes]:
     """The pieces of one frame, for `writelines`/`sendmsg` without copying the payload."""
-    head = json.dumps(header, ensure_ascii=False, default=str).encode()
+    # ASCII JSON: text from a client may hold lone surrogates (undecodable bytes), which
+    # only \u escapes carry exactly
+    head = json.dumps(header, default=str).encode()
     return [_LENGTHS.pack(len(head), len(payload)), head, payload]
 
 
