@@ -93,6 +93,13 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
                      "\u2066-\u2069\ufeff]")
 
 
+def safe_line(line: str, utf8: bool) -> str:
+    """A reply line fit for the wire: no controls, and ASCII unless the client asked
+    for SMTPUTF8."""
+    line = _UNSAFE.sub("?", line)
+    return line if utf8 else ascii_fold(line)
+
+
 def ascii_fold(text: str) -> str:
     """Vietnamese without diacritics, for replies to clients that did not ask for SMTPUTF8."""
     text = text.replace("đ", "d").replace("Đ", "D")
@@ -125,9 +132,7 @@ class Reply:
         paragraph separator and direction override becomes `?` here (no injected
         `250 OK` line); and a client that did not ask for SMTPUTF8 gets ASCII only
         (RFC 6531), the Vietnamese without its diacritics."""
-        lines = [_UNSAFE.sub("?", line) for line in self.lines] or [""]
-        if not utf8:
-            lines = [ascii_fold(line) for line in lines]
+        lines = [safe_line(line, utf8) for line in self.lines] or [""]
         out = []
         for i, line in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"

@@ -14,7 +14,7 @@ import email.utils
 import logging
 import socket
 import ssl
-from typing import Any, Protocol
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -22,7 +22,7 @@ from relay.body import Body
 from relay.config import Config, ListenerConfig
 from relay.message import MAX_HEADER_BYTES
 from relay.metrics import CONNECTIONS, REFUSED_CONNECTIONS
-from relay.model import Outcome, Reply, Transaction
+from relay.model import Outcome, Reply, Transaction, safe_line
 from relay.smtpdata import END, DataStream, MsaHeaders
 from relay.transaction import Conversation, Hub
 
@@ -121,6 +121,14 @@ class RelaySMTP(SMTP):
             return
         self._credited = self._progress
         super()._reset_timeout(duration)
+
+    async def push(self, status: AnyStr) -> None:
+        """Every line the client reads passes here: aiosmtpd echoes command names it does
+        not know (`500 Error: command "..." not recognized`), so control characters (and,
+        outside SMTPUTF8, anything not ASCII) become `?` before they are sent."""
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        utf8 = self.conversation is not None and self.conversation.tx.smtputf8
+        await super().push("\r\n".join(safe_line(line, utf8) for line in text.split("\r\n")))
 
     def progressed(self) -> None:
         self._progress += 1
