@@ -156,6 +156,9 @@ class BackendConfig(Section):
 class OutboundConfig(Section):
     relayhost: HostPort | None = None
     starttls: Literal["none", "opportunistic", "required"] = "opportunistic"
+    # PEM file of the CAs that may sign the relayhost's certificate (starttls = "required");
+    # empty: the system's trust store
+    ca_file: StrictStr = ""
     timeout: Duration = 60.0
 
 

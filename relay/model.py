@@ -12,10 +12,13 @@ import secrets
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from relay.message import Message
+
+
+ListenerKind = Literal["mx", "submission", "smtps"]
 
 
 class Stage(enum.StrEnum):
@@ -191,7 +194,7 @@ class Transaction:
     """
 
     listener: str = "test"
-    listener_kind: str = "mx"
+    listener_kind: ListenerKind = "mx"
     client_ip: str = "127.0.0.1"
     client_port: int = 0
     helo: str = ""
