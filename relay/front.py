@@ -24,7 +24,7 @@ from typing import Any
 
 from relay.anvil import REFUSALS
 from relay.config import Config, ConfigError, from_dict
-from relay.daemon import setup_logging
+from relay.daemon import run_loop, setup_logging
 from relay.model import Reply
 from relay.policyset import configure
 from relay.runtime import Runtime
@@ -157,4 +157,4 @@ def main(kind: str, sockets: list[tuple[str, str, socket.socket]], control: sock
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     config = from_dict(raw, Path(source) if source else None)
     setup_logging(config.server.log_level, tag=f"front{index}")
-    asyncio.run(Front(kind, sockets, control, config, index).run())
+    run_loop(Front(kind, sockets, control, config, index).run())

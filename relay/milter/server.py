@@ -13,7 +13,7 @@ from pathlib import Path
 from relay import metrics
 from relay.anvil import Anvil, LocalAnvil
 from relay.config import Config
-from relay.daemon import Daemon, sd_notify, setup_logging
+from relay.daemon import Daemon, run_loop, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.milter.session import MilterSession
 from relay.policyset import PolicySet
@@ -206,6 +206,6 @@ def _remove_socket(bind: str) -> None:
 def run(config: Config, policies: PolicySet, config_path: Path | None) -> int:
     setup_logging(config.server.log_level)
     try:
-        return asyncio.run(MilterService(config, policies, config_path).main())
+        return run_loop(MilterService(config, policies, config_path).main())
     finally:
         metrics.remove_files()
