@@ -12,8 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.registry import Collector
 
 TRANSACTIONS = Counter("relay_transactions", "SMTP transactions by outcome",
                        ["listener", "action"])
@@ -32,17 +41,24 @@ INSPECTION_KILLS = Counter("relay_inspection_failures",
                            "Messages whose inspection worker was killed or died, by reason",
                            ["reason"])
 FRONT_RESTARTS = Counter("relay_front_restarts", "Front processes restarted after they died")
+PETITIONS_OPENED = Counter("relay_petitions_opened", "Petition cases opened (Điều 8)")
+PETITION_ERRORS = Counter("relay_petitions_errors",
+                          "Accepted messages the petitions step could not file (see the log)")
 
 
-def serve(bind: tuple[str, int]) -> None:
-    """The endpoint: every process's counts when the daemon runs as several processes."""
+def serve(bind: tuple[str, int], collectors: Sequence[Collector] = ()) -> None:
+    """The endpoint: every process's counts when the daemon runs as several processes.
+
+    `collectors` are asked at each scrape, in this process (values read from the
+    database, such as the petitions' open and overdue counts)."""
     host, port = bind
+    registry = REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        start_http_server(port, addr=host, registry=registry)
-    else:
-        start_http_server(port, addr=host)
+    for collector in collectors:
+        registry.register(collector)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def process_gone(pid: int) -> None:

@@ -26,6 +26,7 @@ from relay.config import Config
 from relay.daemon import Daemon, run_loop, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
+from relay.petitions.gauges import collectors as petition_gauges
 from relay.policyset import PolicySet
 from relay.runner import QueueRunner
 from relay.runtime import Runtime
@@ -66,7 +67,7 @@ class Server(Daemon):
         runner = QueueRunner(config, spool, router)
         self.anvil = anvil_for(config)
         if config.server.metrics_bind is not None:
-            metrics.serve(config.server.metrics_bind)
+            metrics.serve(config.server.metrics_bind, petition_gauges(config))
         tls = server_context(config)  # made here once, before fronts may look for it
         fronts = front_count(config.server.workers)
         if fronts == 1:

@@ -16,6 +16,7 @@ from relay.config import Config
 from relay.daemon import Daemon, run_loop, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.milter.session import MilterSession
+from relay.petitions.gauges import collectors as petition_gauges
 from relay.policyset import PolicySet
 from relay.runtime import Runtime
 from relay.supervisor import Supervisor, listening_sockets
@@ -129,7 +130,8 @@ class MilterService(Daemon):
                         "Postfix (invented AUTH logins are archived as such); prefer a Unix "
                         "socket", bind)
         if config.milter.metrics_bind is not None:
-            metrics.serve(config.milter.metrics_bind)  # counted where the decision log is written
+            # counted where the decision log is written; petitions read from the database
+            metrics.serve(config.milter.metrics_bind, petition_gauges(config))
         self.anvil = Anvil(config.milter.max_connections, 0, 0, lambda ip: True)
         processes = config.milter.workers or os.cpu_count() or 1
         try:
