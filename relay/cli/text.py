@@ -2,7 +2,7 @@
 
 A plain text file is examined as one text part (its charset given with
 `--charset`, or none); an .eml message goes through the `tcvn6909` policy's own
-inspection and rewrite, exactly as the relay would convert it.
+inspection and rewrite (`relay.tcvn.message`), exactly as the relay would convert it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _detection_dict(where: str, det: Detection, codes: list[str]) -> dict:
 
 
 def _text_codes(det: Detection) -> list[str]:
-    from policies.tcvn6909 import Item
+    from relay.tcvn.message import Item
 
     return Item("text", det).codes
 
@@ -76,7 +76,7 @@ def check(file: str, mode: str, charset: str | None, html: bool, as_json: bool) 
     path, data = _read(file)
     found: list[dict] = []
     if _is_message(path, data, mode):
-        from policies.tcvn6909 import inspect_message
+        from relay.tcvn.message import inspect_message
 
         for item in inspect_message(Message(data)):
             found.append(_detection_dict(item.where, item.detection, item.codes))
@@ -107,7 +107,7 @@ def convert(file: str, mode: str, charset: str | None, html: bool, output: Path 
     """Print FILE in UTF-8 NFC (a message: rewritten as the relay would deliver it)."""
     path, data = _read(file)
     if _is_message(path, data, mode):
-        from policies.tcvn6909 import inspect_message, rewrite_message
+        from relay.tcvn.message import inspect_message, rewrite_message
 
         msg = Message(data)
         out, notes = rewrite_message(data, msg, inspect_message(msg))
