@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from relay.tcvn.markup import Html, legacy_fonts, replace_fonts
 from relay.tcvn.syllable import VIETNAMESE_ONLY, is_syllable
-from relay.tcvn.tables import Codec, codecs, read_1252, unread_1252, viqr
+from relay.tcvn.tables import READ_1252, Codec, codecs, read_1252, unread_1252, viqr
 
 # Candidates tried on undeclared text, most common first (ties go to the first).
 # ("utf8": Unicode Vietnamese whose UTF-8 bytes were labelled Western, or encoded twice.)
@@ -652,3 +652,49 @@ def _viqr(lines: list[str]) -> tuple[list[str], int, int] | None:
             pos = end
         out.append("".join(pieces) + line[pos:])
     return out, sum(len(p) for p in plans), evidence
+
+
+def decode_as(text: str, encoding: str, capitals: bool = False) -> str:
+    """Text known to be in a legacy table (a run set in a .VnTime or VNI-Times font),
+    stored as its Windows-1252 reading, in Unicode NFC. Characters that cannot have
+    been a byte of that reading (real Unicode typed later) are kept as they are.
+
+    `capitals`: the font drew every letter as a capital (.VnTimeH), so the text becomes
+    capitals; otherwise a TCVN3 word such as 'CéNG' (no toned capitals) becomes 'CỘNG'.
+    """
+    codec = codecs()[encoding]
+
+    def piece(m: re.Match[str]) -> str:
+        raw = unread_1252(m.group())
+        return m.group() if raw is None else codec.decode(raw)
+
+    out = _ENCODABLE.sub(piece, text)
+    if capitals:
+        out = out.upper()
+    elif encoding in _CAP_LOSSY:
+        out = _WORD.sub(lambda m: _fix_word_caps(m.group(), encoding), out)
+    return unicodedata.normalize("NFC", out)
+
+
+_ENCODABLE = re.compile(
+    "[\x00-\xff" + "".join(re.escape(c) for c in sorted(set(READ_1252.values()))) + "]+")
+
+
+def block_capitals(new: list[str], original: list[str]) -> list[str]:
+    """TCVN3 pieces of one paragraph (a document's runs) with the capitals the table lost:
+    all capitals if the paragraph was typed in capitals, else a capital at the start and
+    after a full stop (as `_convert_line` does for a mail body)."""
+    if _fix_caps("x", "".join(original)) == "X":
+        return [t.upper() for t in new]
+    out = []
+    start = True  # the paragraph's start begins a sentence
+    for text in new:
+        text = _SENTENCE_WORD.sub(_capitalise, text) if start else _MID_SENTENCE.sub(
+            _capitalise, text)
+        out.append(text)
+        if text.strip():
+            start = text.rstrip(_OPENERS)[-1:] in (".", "!", "?", ":")
+    return out
+
+
+_MID_SENTENCE = re.compile(r"([.!?:][\s\"'(\-–•*]*)(\w)")
