@@ -78,6 +78,8 @@ def _runs(text: str) -> list[str]:
 
 
 def build(fmt: str, paras: list[str], enc: str | None, body_font: str, head_font: str) -> bytes:
+    if fmt in NO_FONTS:
+        head_font = body_font  # no .VnTimeH to draw capitals: the heading is typed in them
     stored = [(_legacy(p, enc, i == 0, head_font), head_font if i == 0 else body_font)
               for i, p in enumerate(paras)]
     if fmt in NO_FONTS:  # legacy bytes, Western as Windows-1252, Unicode Vietnamese as UTF-8

@@ -16,6 +16,7 @@ import io
 import re
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from relay.tcvn import office, rtf
@@ -39,6 +40,15 @@ KIND_NAMES = {"text": "text", "html": "HTML", "rtf": "RTF", "docx": "Word (.docx
 
 
 @dataclass
+class DocumentOptions:
+    """How attachments are inspected and converted (the policy's options)."""
+
+    limits: Limits = field(default_factory=Limits)
+    max_bytes: int = 25 * 1024 * 1024  # larger attachments are not opened
+    font_map: dict[str, str] = field(default_factory=dict)  # legacy font -> Unicode font
+
+
+@dataclass
 class DocumentReport:
     """What was found in one attachment."""
 
@@ -59,6 +69,29 @@ class DocumentReport:
         if self.detection is not None:
             return self.detection.found
         return bool(self.fonts or self.encodings)
+
+    @property
+    def label(self) -> str:
+        """Short ASCII name of what was found: tcvn3, vni, legacy-font ..."""
+        if self.detection is not None:
+            return self.detection.label
+        return "+".join(self.encodings) or "legacy-font"
+
+    def describe(self) -> tuple[str, str]:
+        """(Vietnamese, English): what the document holds."""
+        if self.detection is not None:
+            return self.detection.describe()
+        names = {"tcvn3": "TCVN3 (ABC)", "vni": "VNI-Windows", "vps": "VPS"}
+        fonts = ", ".join(self.fonts[:3])
+        encs = ", ".join(names.get(e, e) for e in self.encodings)
+        vi, en = [], []
+        if fonts:
+            vi.append(f"phông chữ cũ {fonts}")
+            en.append(f"legacy fonts {fonts}")
+        if encs:
+            vi.append(f"văn bản mã {encs}")
+            en.append(f"text in {encs}")
+        return "; ".join(vi), "; ".join(en)
 
 
 def kind_of(data: bytes, filename: str | None, content_type: str | None) -> str | None:
@@ -90,8 +123,8 @@ def _zip_kind(data: bytes) -> str | None:
                 return {"application/vnd.oasis.opendocument.text": "odt",
                         "application/vnd.oasis.opendocument.spreadsheet": "ods",
                         "application/vnd.oasis.opendocument.presentation": "odp"}.get(mime)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-            KeyError, NotImplementedError, RuntimeError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, ValueError,
+            EOFError, KeyError, NotImplementedError, RuntimeError):
         return "docx"  # looks like a zip and is not readable: let the reader say so
     if "[Content_Types].xml" in names:
         for prefix, kind in (("word/", "docx"), ("xl/", "xlsx"), ("ppt/", "pptx")):
@@ -114,7 +147,7 @@ def inspect_document(data: bytes, filename: str | None = None, content_type: str
     try:
         if kind in ("text", "html"):
             det = inspect(data, charset, html=kind == "html")
-            report.detection = det
+            report.detection, report.fonts = det, det.fonts
             if det.found and convert:
                 out = det.text.encode("utf-8")
                 if (filename or "").lower().endswith((".csv", ".tsv")):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from lxml import etree
@@ -74,8 +75,8 @@ class ZipDocument:
                         raise OverLimits(f"{name} inflates past {cap} bytes")
         except OverLimits:
             raise
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
-                RuntimeError) as exc:
+        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError,
+                NotImplementedError, RuntimeError) as exc:
             raise DocumentError(f"{name}: {exc}") from None
         self.inflated += len(out)
         return bytes(out)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from relay.message import Message, Part, split_header
+from relay.tcvn.attachment import DocumentOptions, DocumentReport, inspect_document
 from relay.tcvn.detect import Detection, inspect
 from relay.tcvn.mime import (
     Span,
@@ -53,6 +54,8 @@ KIND_CODE = {
 }
 FONT_CODE = "tcvn6909.legacy_font"
 NFC_CODE = "tcvn6909.not_nfc"
+ATTACHMENT_CODE = "tcvn6909.attachment"
+UNINSPECTED_CODE = "tcvn6909.attachment_uninspected"
 
 
 @dataclass
@@ -64,9 +67,13 @@ class Item:
     path: str | None = None  # MIME part path (part bodies and file names)
     header: str | None = None  # header field name
     filename: bool = False
+    document: DocumentReport | None = None  # an attached document
+    name: str | None = None  # the attachment's file name, as the sender gave it
 
     @property
     def codes(self) -> list[str]:
+        if self.document is not None:
+            return [UNINSPECTED_CODE if self.document.error else ATTACHMENT_CODE]
         det = self.detection
         codes = []
         if det.legacy:
@@ -79,6 +86,8 @@ class Item:
 
     @property
     def note(self) -> str:
+        if self.document is not None:
+            return f"{self.where} {self.document.kind} {self.document.label}->unicode"
         det = self.detection
         if det.legacy:
             return f"{self.where} {det.label}->utf-8"
@@ -91,12 +100,17 @@ class Item:
 
 
 def inspect_message(msg: Message, headers: Sequence[str] = ("Subject", "From", "To", "Cc"),
-                    filenames: bool = True, max_part_bytes: int = 5_000_000) -> list[Item]:
-    """Everything in the message that is not Unicode NFC per TCVN 6909:2001."""
+                    filenames: bool = True, max_part_bytes: int = 5_000_000,
+                    documents: DocumentOptions | None = None) -> list[Item]:
+    """Everything in the message that is not Unicode NFC per TCVN 6909:2001.
+
+    `documents`: also open attachments (text, HTML, RTF, OOXML, ODF, legacy Office)
+    with these bounds; None leaves attachments alone.
+    """
     items: list[Item] = []
     hint: str | None = None
     for part in msg.parts:
-        if not part.is_text or part.content_type not in ("text/plain", "text/html"):
+        if not _is_body(part):
             continue
         if len(part.payload) > max_part_bytes:
             continue
@@ -134,6 +148,31 @@ def inspect_message(msg: Message, headers: Sequence[str] = ("Subject", "From", "
             if det.found:
                 items.append(Item(f"part {part.path} filename", det, path=part.path,
                                   filename=True))
+    if documents is not None:
+        items.extend(inspect_attachments(msg, documents))
+    return items
+
+
+def _is_body(part: Part) -> bool:
+    """A text part a mail client shows as the message (not an attached file)."""
+    return part.is_text and part.content_type in ("text/plain", "text/html")
+
+
+def inspect_attachments(msg: Message, options: DocumentOptions) -> list[Item]:
+    items = []
+    for part in msg.parts:
+        if _is_body(part) or not part.payload or len(part.payload) > options.max_bytes:
+            continue
+        try:
+            report = inspect_document(part.payload, part.filename, part.content_type,
+                                      part.charset, limits=options.limits)
+        except Exception:  # bad input is never a crash: the part goes on as it came
+            log.exception("tcvn6909: could not examine attachment %s", part.path)
+            continue
+        if report is not None and (report.found or report.error):
+            items.append(Item(f"part {part.path} attachment", report.detection
+                              or Detection("clean", None, ""), path=part.path,
+                              document=report, name=part.filename))
     return items
 
 
@@ -190,11 +229,13 @@ class _Entity:
     body: bytes | None = None
 
 
-def rewrite_message(raw: bytes, msg: Message, items: Sequence[Item]) -> tuple[bytes, list[str]]:
+def rewrite_message(raw: bytes, msg: Message, items: Sequence[Item],
+                    documents: DocumentOptions | None = None) -> tuple[bytes, list[str]]:
     """The message with the items converted to UTF-8 NFC, and notes on what was converted.
 
     Only the changed fields and parts are replaced; a part whose place in the raw
-    message cannot be confirmed is left alone (and not noted).
+    message cannot be confirmed is left alone (and not noted). Attached documents are
+    converted only when `documents` is given (the policy's `convert_attachments`).
     """
     head, _ = split_header(raw)
     eol = line_ending(head)
@@ -202,8 +243,11 @@ def rewrite_message(raw: bytes, msg: Message, items: Sequence[Item]) -> tuple[by
     entities: dict[int, _Entity] = {0: _Entity(0, None)}
     notes: list[str] = []
     for item in items:
+        if item.document is not None and (documents is None or not item.document.found
+                                          or not item.document.convertible):
+            continue
         try:
-            done = _convert_item(item, raw, msg, spans, entities, eol)
+            done = _convert_item(item, raw, msg, spans, entities, eol, documents)
         except ValueError as exc:  # a field we cannot write safely stays as it came
             log.info("tcvn6909: not converting %s: %s", item.where, exc)
             continue
@@ -218,7 +262,8 @@ def rewrite_message(raw: bytes, msg: Message, items: Sequence[Item]) -> tuple[by
 
 
 def _convert_item(item: Item, raw: bytes, msg: Message, spans: dict[str, Span],
-                  entities: dict[int, _Entity], eol: bytes) -> bool:
+                  entities: dict[int, _Entity], eol: bytes,
+                  documents: DocumentOptions | None = None) -> bool:
     """Add the edits for one item; raises ValueError (changing nothing) if one is unsafe."""
     if item.header is not None:
         new = _header_field(item, msg, eol)
@@ -232,7 +277,15 @@ def _convert_item(item: Item, raw: bytes, msg: Message, spans: dict[str, Span],
         return False  # not found for sure, or signed (S/MIME, PGP): reported, left as it is
     edits = _Entity(span.start, span.end)
     leaf_eol = line_ending(split_header(raw[span.start:span.end])[0])
-    if item.filename:
+    if item.document is not None:
+        assert documents is not None
+        report = inspect_document(part.payload, part.filename, part.content_type, part.charset,
+                                  limits=documents.limits, convert=True,
+                                  font_map=documents.font_map, kind=item.document.kind)
+        if report is None or report.converted is None:
+            return False
+        _redocument(edits, part, report, leaf_eol)
+    elif item.filename:
         _rename(edits, part, item.detection.text, leaf_eol)
     else:
         _rebody(edits, part, item.detection.text, leaf_eol, top=span.start == 0)
@@ -304,6 +357,20 @@ def _rebody(ent: _Entity, part: Part, text: str, eol: bytes, top: bool) -> None:
         ent.replace["mime-version"] = b"MIME-Version: 1.0" + eol
     canonical = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
     encoded = base64.b64encode(canonical.encode("utf-8"))
+    ent.body = b"".join(encoded[i:i + 76] + eol for i in range(0, len(encoded), 76))
+
+
+def _redocument(ent: _Entity, part: Part, report: DocumentReport, eol: bytes) -> None:
+    """An attachment's body replaced by the converted document (base64); a text or HTML
+    attachment is now UTF-8, so its charset says so. Content-Disposition stays."""
+    assert report.converted is not None
+    if report.kind in ("text", "html"):
+        params = _params(part, "content-type", {"charset"})
+        atoms = [f"{part.content_type};", 'charset="utf-8"' + (";" if params else "")]
+        atoms += [p + ";" for p in params[:-1]] + params[-1:]
+        ent.replace["content-type"] = fold("Content-Type", atoms, eol)
+    ent.replace["content-transfer-encoding"] = b"Content-Transfer-Encoding: base64" + eol
+    encoded = base64.b64encode(report.converted)
     ent.body = b"".join(encoded[i:i + 76] + eol for i in range(0, len(encoded), 76))
 
 
