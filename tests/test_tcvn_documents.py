@@ -19,40 +19,16 @@ from pathlib import Path
 import pytest
 
 from relay.message import Message
-from relay.tcvn import office, rtf
 from relay.tcvn.attachment import DocumentOptions, inspect_document, kind_of, ole_fonts
 from relay.tcvn.container import Limits
-from relay.tcvn.markup import Html
 from relay.tcvn.message import inspect_message
 from relay.tcvn.tables import encode_legacy, read_1252
 from tests.fixtures.relayproc import run_cli, to_toml
-from tests.tcvn_documents import FORMATS, documents, docx, odt, rtf_doc
+from tests.tcvn_documents import FORMATS, blocks, documents, docx, odt, rtf_doc, same
 
 ZIPPED = ("docx", "xlsx", "pptx", "odt", "ods")
 TITLE = "ỦY BAN NHÂN DÂN TỈNH ĐIỆN BIÊN"
 LINE = "Kính gửi: Thủ trưởng các sở, ban, ngành tỉnh Điện Biên."
-
-
-def blocks(fmt: str, data: bytes) -> list[str]:
-    """The paragraphs (cells) of a document, read back."""
-    if fmt in ZIPPED:
-        return [b for b in office.text_blocks(fmt, data) if b.strip()]
-    if fmt == "rtf":
-        return [b for b in rtf.text_blocks(data) if b.strip()]
-    text = data.decode("utf-8-sig")
-    if fmt == "html":
-        return [line.strip() for line in Html(text).lines() if line.strip()]
-    if fmt == "csv":
-        return [line.split(",", 1)[1].strip('"') for line in text.split("\r\n")]
-    return text.split("\r\n")
-
-
-def same(got: list[str], doc_paras: list[str], encoding: str | None) -> bool:
-    """Exact, except that TCVN3 has no toned capitals: 'Ủy ban' inside a sentence was
-    typed and shown as 'ủy ban' (the heading, in .VnTimeH, must come back in capitals)."""
-    if encoding != "tcvn3":
-        return got == doc_paras
-    return got[:1] == doc_paras[:1] and [g.lower() for g in got] == [p.lower() for p in doc_paras]
 
 
 # --- found, per format -------------------------------------------------------------------

@@ -420,3 +420,16 @@ def test_the_rewriter_lives_in_relay_tcvn_and_the_policy_declares_its_codes():
     for module in ("relay.cli.text", "relay.tcvn.message"):
         assert not {d for d in graph[module] if d.startswith("policies")}, module
     assert {*KIND_CODE.values(), FONT_CODE, NFC_CODE} <= set(CODES)
+
+
+def test_a_two_word_subject_alone_is_found_and_converted():
+    """Issue 16: short subjects (here the only legacy text in the message) are found."""
+    raw = (b"From: a@example.org\r\nTo: " + RCPT.encode() + b"\r\n"
+           b"Subject: " + encode_legacy("Nội vụ", "tcvn3") + b"\r\n"
+           b"Date: Mon, 1 Dec 2025 10:00:00 +0700\r\n\r\nOK\r\n")
+    msg = Message(raw)
+    items = inspect_message(msg)
+    assert [(i.where, i.codes) for i in items] == [("Subject", ["tcvn6909.legacy_disguised"])]
+    out, notes = rewrite_message(raw, msg, items)
+    assert notes == ["Subject tcvn3->utf-8"]
+    assert parsed(out)["Subject"].lower() == "nội vụ"

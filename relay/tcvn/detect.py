@@ -603,10 +603,24 @@ def _fix_word_caps(word: str, codec: str) -> str:
 
 def _fix_caps(line: str, original: str) -> str:
     """A line whose ASCII letters are all capitals was written in capitals (.VnTimeH)."""
-    letters = [c for c in original if c.isascii() and c.isalpha()]
-    if len(letters) >= 4 and all(c.isupper() for c in letters):
-        return line.upper()
-    return line
+    return line.upper() if _all_capitals(original) else line
+
+
+_ASCII_LOWER = re.compile(r"[a-z]")
+_ASCII_UPPER = re.compile(r"[A-Z]")
+
+
+def _all_capitals(text: str) -> bool:
+    """At least four ASCII letters, all capitals (regular expressions: this runs on every
+    paragraph of a document, and a lower-case letter usually comes within a few)."""
+    if _ASCII_LOWER.search(text):
+        return False
+    count = 0
+    for _ in _ASCII_UPPER.finditer(text):
+        count += 1
+        if count >= 4:
+            return True
+    return False
 
 
 # --- VIQR -----------------------------------------------------------------------------
@@ -671,9 +685,15 @@ def decode_as(text: str, encoding: str, capitals: bool = False) -> str:
     out = _ENCODABLE.sub(piece, text)
     if capitals:
         out = out.upper()
-    elif encoding in _CAP_LOSSY:
+    elif encoding in _CAP_LOSSY and _INNER_CAPITAL.search(out):
         out = _WORD.sub(lambda m: _fix_word_caps(m.group(), encoding), out)
     return unicodedata.normalize("NFC", out)
+
+
+# a capital after a letter: the only words `_fix_word_caps` may change ('CộNG', 'ủY')
+_CAPITALS = "".join(c for c in map(chr, [*range(0x41, 0x5B), *range(0xC0, 0x250),
+                                         *range(0x1EA0, 0x1F00)]) if c.isupper())
+_INNER_CAPITAL = re.compile(r"(?<=[^\W\d_])[" + _CAPITALS + "]")
 
 
 _ENCODABLE = re.compile(
@@ -684,7 +704,7 @@ def block_capitals(new: list[str], original: list[str]) -> list[str]:
     """TCVN3 pieces of one paragraph (a document's runs) with the capitals the table lost:
     all capitals if the paragraph was typed in capitals, else a capital at the start and
     after a full stop (as `_convert_line` does for a mail body)."""
-    if _fix_caps("x", "".join(original)) == "X":
+    if _all_capitals("".join(original)):
         return [t.upper() for t in new]
     out = []
     start = True  # the paragraph's start begins a sentence

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # A name as it appears in a font attribute or font table (optionally quoted)
 _TCVN3 = re.compile(r"^(?:\.vn|vn3?[ -]?(?:time|arial|avant|univers|courier|helv)|abc[ -])",
@@ -26,6 +27,7 @@ class LegacyFont:
     capitals: bool  # a .VnTimeH-style font: lower-case bytes are drawn as capitals
 
 
+@lru_cache(maxsize=1024)
 def legacy_font(name: str | None) -> LegacyFont | None:
     """The legacy font a font name denotes, or None for a Unicode (or unknown) font."""
     if not name:

@@ -46,10 +46,18 @@ class _State:
 class _Node:
     start: int
     end: int
-    data: bytearray = field(default_factory=bytearray)  # legacy bytes and (as text) \\u chars
-    text: list[str] = field(default_factory=list)
+    # bytes as written (raw or \\'hh: their Windows-1252 reading is what Word shows in a
+    # Unicode font) and str for characters that are Unicode already (\\uN, \\{)
+    pieces: list[bytearray | str] = field(default_factory=list)
     font: int | None = None
     uc: int = 1
+
+    def add(self, piece: bytes | str) -> None:
+        last = self.pieces[-1] if self.pieces else None
+        if isinstance(piece, bytes) and isinstance(last, bytearray):
+            last += piece  # amortised: a node of many \\'hh tokens stays linear
+        else:
+            self.pieces.append(bytearray(piece) if isinstance(piece, bytes) else piece)
 
 
 def _scan(data: bytes) -> tuple[dict[int, tuple[str, int, int]], list[_Node], list[int]]:
@@ -124,8 +132,7 @@ def _scan(data: bytes) -> tuple[dict[int, tuple[str, int, int]], list[_Node], li
                 continue
             if word == b"u" and param is not None:
                 n = text_node(m.start())
-                n.text.append(_unicode(int(param)))
-                n.data += b"\x00"  # a place holder: this character is Unicode already
+                n.add(_unicode(int(param)))
                 n.end = m.end()
                 skip_chars = state.uc
                 continue
@@ -149,8 +156,7 @@ def _scan(data: bytes) -> tuple[dict[int, tuple[str, int, int]], list[_Node], li
                 close()
             elif symbol in (b"\\", b"{", b"}"):
                 n = text_node(m.start())
-                n.data += symbol
-                n.text.append(symbol.decode())
+                n.add(symbol.decode())
                 n.end = m.end()
             else:
                 close()
@@ -162,8 +168,7 @@ def _scan(data: bytes) -> tuple[dict[int, tuple[str, int, int]], list[_Node], li
                     node.end = m.end()
                 continue
             n = text_node(m.start())
-            n.data.append(int(hexbyte, 16))
-            n.text.append("")
+            n.add(bytes([int(hexbyte, 16)]))
             n.end = m.end()
             continue
         if text is not None:
@@ -179,8 +184,7 @@ def _scan(data: bytes) -> tuple[dict[int, tuple[str, int, int]], list[_Node], li
             else:
                 start = m.start()
             n = text_node(start)
-            n.data += text
-            n.text.extend("" for _ in text)
+            n.add(bytes(text))
             n.end = m.end()
     close()
     return fonts, nodes, paras
@@ -199,10 +203,7 @@ def _unicode(value: int) -> str:
 
 def _node_text(node: _Node) -> str:
     """The node as Windows-1252 reading of its bytes, \\u characters as themselves."""
-    out = []
-    for byte, uni in zip(node.data, node.text, strict=True):
-        out.append(uni if uni and byte == 0 else read_1252(bytes([byte])))
-    return "".join(out)
+    return "".join(read_1252(p) if isinstance(p, bytearray) else p for p in node.pieces)
 
 
 def _escape(text: str) -> bytes:

@@ -23,6 +23,7 @@ from relay.tcvn.fonts import LegacyFont
 # shows as its Windows-1252 reading; Windows-1258 or VISCII input was made Unicode
 DOCUMENT_ENCODINGS = ("tcvn3", "vni")
 MAX_BLOCK_CHARS = 200_000  # the detector reads at most this much of one block
+MAX_DETECT_CHARS = 2_000_000  # and this much of one document's text not in legacy fonts
 
 
 @dataclass
@@ -79,9 +80,10 @@ def convert_nodes(nodes: list[TextNode], apply: bool) -> Conversion:
                 _add(out.encodings, node.font.encoding)
                 _change(out, node, text, apply)
     blocks = {b: "".join(n.text for n in ns)[:MAX_BLOCK_CHARS] for b, ns in plain.items()}
-    whole = "\n".join(t for t in blocks.values() if not t.isascii())
+    whole = "\n".join(t for t in blocks.values() if not t.isascii())[:MAX_DETECT_CHARS]
     if not whole:
         return out
+    budget = MAX_DETECT_CHARS  # the detector's cost grows with the text: bounded per document
     doc = inspect_text(whole)
     hint = doc.encoding if doc.legacy and doc.encoding in DOCUMENT_ENCODINGS else None
     if hint is None:
@@ -90,6 +92,9 @@ def convert_nodes(nodes: list[TextNode], apply: bool) -> Conversion:
         text = blocks[block]
         if text.isascii():
             continue
+        budget -= len(text)
+        if budget < 0:
+            break
         det = inspect_text(text, hint=hint)
         if not det.legacy or det.encoding != hint:
             continue
