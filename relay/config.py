@@ -86,7 +86,20 @@ def check_network(value: Any) -> str:
         raise ValueError(f"expected a CIDR such as 10.0.0.0/8, got {value!r}") from None
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from 1048576, "512MiB", "1 GiB", "20MB" (powers of 1024 either way)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
+    raise ValueError(f"expected a size such as 1048576, \"512MiB\" or \"1GiB\", got {value!r}")
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 HostPort = Annotated[tuple[str, int], BeforeValidator(parse_hostport)]
 Domain = Annotated[StrictStr, AfterValidator(check_domain)]
 Network = Annotated[str, BeforeValidator(check_network)]
@@ -105,9 +118,19 @@ class ServerConfig(Section):
     max_message_size: StrictInt = Field(26_214_400, ge=1024, le=2**31)
     max_recipients: StrictInt = Field(100, ge=1, le=100_000)
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    # per client (IPv4 address, IPv6 /64); trusted_networks are exempt; 0: no limit
+    max_connections_per_ip: StrictInt = Field(50, ge=0, le=100_000)
+    connection_rate_limit: StrictInt = Field(0, ge=0, le=1_000_000)  # new sessions per minute
+    # SMTP front processes sharing the listeners (one queue runner); 0: one per core
+    workers: StrictInt = Field(0, ge=0, le=256)
     idle_timeout: Duration = 300.0
     data_timeout: Duration = 600.0
     max_noop: StrictInt = Field(20, ge=1)
+    # refused commands (MAIL, RCPT, syntax) per session before 421 (Postfix's
+    # smtpd_hard_error_limit): a session cannot probe thousands of addresses
+    max_errors: StrictInt = Field(20, ge=1, le=100_000)
+    # a line in DATA ending in bare LF or CR: made CRLF (as Postfix >= 3.9), or 554 5.6.0
+    bare_newline: Literal["normalize", "reject"] = "normalize"
     tls_cert: StrictStr = ""
     tls_key: StrictStr = ""
     decision_log: StrictStr = "log/decisions.jsonl"
@@ -133,6 +156,9 @@ class BackendConfig(Section):
 class OutboundConfig(Section):
     relayhost: HostPort | None = None
     starttls: Literal["none", "opportunistic", "required"] = "opportunistic"
+    # PEM file of the CAs that may sign the relayhost's certificate (starttls = "required");
+    # empty: the system's trust store
+    ca_file: StrictStr = ""
     timeout: Duration = 60.0
 
 
@@ -165,7 +191,10 @@ class DirectoryConfig(Section):
 
 
 def check_milter_bind(value: Any) -> str:
-    """`HOST:PORT` (also Postfix's `inet:HOST:PORT`) or `unix:/absolute/path`."""
+    """`HOST:PORT` (also Postfix's `inet:HOST:PORT`), `unix:/absolute/path`, or "" (the
+    default socket in state_dir)."""
+    if value == "":
+        return value
     if isinstance(value, str) and value.startswith("unix:"):
         if not value[5:].startswith("/"):
             raise ValueError(f"expected unix:/absolute/path, got {value!r}")
@@ -189,13 +218,35 @@ OctalMode = Annotated[int, BeforeValidator(check_octal_mode)]
 class MilterConfig(Section):
     """`relay milter`: the policies inside an existing Postfix (smtpd_milters)."""
 
-    bind: MilterBind = "127.0.0.1:8894"
+    # empty: unix:STATE_DIR/milter.sock. A Unix socket lets only processes in the socket's
+    # group talk to the milter; over TCP any local process could feed it invented AUTH
+    # logins and have them archived (relay milter warns)
+    bind: MilterBind = ""
     socket_mode: OctalMode = 0o660  # unix socket only: Postfix's smtpd must be able to connect
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    workers: StrictInt = Field(0, ge=0, le=256)  # milter processes on the socket; 0: per core
     idle_timeout: Duration = 600.0  # longest wait for Postfix's next packet
     progress_interval: Duration = 10.0  # SMFIR_PROGRESS while a slow check runs at end of data
     # Prometheus /metrics of the milter process (its own port: `relay serve` may run too)
     metrics_bind: HostPort | None = None
+
+
+class InspectionConfig(Section):
+    """The DATA stage (MIME parsing, content policies) in worker processes with budgets."""
+
+    # worker processes kept ready per front process; 0: one per core
+    workers: StrictInt = Field(0, ge=0, le=256)
+    # more are started when all are busy (a few slow messages must not stall the rest)
+    max_workers: StrictInt = Field(0, ge=0, le=1024)  # 0: 4 x workers
+    timeout: Duration = 20.0  # wall time per message; past it the worker is killed
+    max_memory: Size = Field(1024 ** 3, ge=64 * 1024 ** 2)  # per worker (RLIMIT_DATA)
+    max_parts: StrictInt = Field(1000, ge=1, le=1_000_000)  # MIME parts per message
+    max_depth: StrictInt = Field(20, ge=1, le=1000)  # MIME nesting
+    # what a message over budget gets (inspection.timeout | .memory | .too_complex);
+    # a crashed worker is always a temporary failure
+    action: Literal["reject", "tempfail", "tag", "log"] = "tempfail"
+    actions: dict[Literal["inspection.timeout", "inspection.memory", "inspection.too_complex"],
+                  Literal["reject", "tempfail", "tag", "log"]] = {}
 
 
 class ArchiveConfig(Section):
@@ -214,6 +265,8 @@ class ArchiveConfig(Section):
     checkpoint_interval: Duration = 3600.0  # ... or when the last checkpoint is this old
     signing_key: StrictStr = "archive/signing.key"  # relative to state_dir
     public_key: StrictStr = ""  # default: signing_key + ".pub"
+    # keys replaced by `keygen --force` that verify still accepts for older checkpoints
+    retired_public_keys: list[StrictStr] = []
     retention: Duration = 3650 * 86400.0  # 0: keep forever
 
 
@@ -229,6 +282,7 @@ class Config(Section):
     directory: DirectoryConfig = DirectoryConfig()
     milter: MilterConfig = MilterConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    inspection: InspectionConfig = InspectionConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )
@@ -270,6 +324,10 @@ class Config(Section):
         except ValueError:
             return False
         return any(address in network for network in self._trusted_networks)
+
+    @property
+    def milter_bind(self) -> str:
+        return self.milter.bind or f"unix:{self.state_path / 'milter.sock'}"
 
     def is_local(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli.common import print_json
+from relay.cli.common import print_json, printable
 from relay.message import Message
 from relay.tcvn import Detection, inspect
 from relay.tcvn.attachment import KIND_NAMES, DocumentOptions, DocumentReport, inspect_document
@@ -83,10 +83,11 @@ def _document(data: bytes, path: Path, convert: bool,
     report = inspect_document(data, path.name, convert=convert, font_map=font_map,
                               kind=document_kind(data, path.name, None))
     if report is None:
-        raise click.ClickException(f"{path}: not a document this command reads")
+        raise click.ClickException(f"{printable(str(path))}: not a document this command reads")
     if report.error:
-        raise click.ClickException(f"{path}: cannot inspect this {KIND_NAMES.get(report.kind)}"
-                                   f" file: {report.error}")
+        raise click.ClickException(f"{printable(str(path))}: cannot inspect this "
+                                   f"{KIND_NAMES.get(report.kind)} file: "
+                                   f"{printable(report.error)}")
     return report
 
 
@@ -142,12 +143,14 @@ def check(file: str, mode: str, charset: str | None, html: bool, as_json: bool) 
     if as_json:
         print_json({"file": file, "found": found})
     elif not found:
-        click.echo(f"{file}: Unicode NFC, nothing to convert / không có gì cần chuyển đổi")
+        click.echo(f"{printable(file)}: Unicode NFC, nothing to convert / không có gì cần "
+                   "chuyển đổi")
     else:
-        for f in found:
-            click.echo(f"{file}: {f['where']}: {f['encoding']} ({', '.join(f['codes'])})")
-            click.echo(f"    {f['vi']}")
-            click.echo(f"    {f['en']}")
+        for f in found:  # `where` names parts and attachments as the message calls them
+            click.echo(f"{printable(file)}: {printable(f['where'])}: {f['encoding']} "
+                       f"({', '.join(f['codes'])})")
+            click.echo(f"    {printable(f['vi'])}")
+            click.echo(f"    {printable(f['en'])}")
     sys.exit(1 if found else 0)
 
 
@@ -177,17 +180,17 @@ def convert(file: str, mode: str, charset: str | None, html: bool, output: Path 
         items = inspect_message(msg, documents=documents)
         out, notes = rewrite_message(data, msg, items, documents)
         for note in notes:
-            click.echo(f"converted: {note}", err=True)
+            click.echo(f"converted: {printable(note)}", err=True)
     elif kind == "document":
         report = _document(data, path, convert=True, font_map=fonts)
         if not report.convertible and report.found:
             raise click.ClickException(
-                f"{path}: legacy fonts {', '.join(report.fonts[:3])} in a binary "
-                f"{KIND_NAMES['ole']} file, which this command cannot rewrite; save it as "
-                ".docx/.xlsx in Word or LibreOffice first")
+                f"{printable(str(path))}: legacy fonts {printable(', '.join(report.fonts[:3]))}"
+                f" in a binary {KIND_NAMES['ole']} file, which this command cannot rewrite; "
+                "save it as .docx/.xlsx in Word or LibreOffice first")
         out = report.converted if report.converted is not None else data
         _, en = report.describe()
-        click.echo(f"converted: {report.kind} {en} -> Unicode" if report.found
+        click.echo(f"converted: {report.kind} {printable(en)} -> Unicode" if report.found
                    else "nothing to convert / không có gì cần chuyển đổi", err=True)
     else:
         det = inspect(data, charset, html=html or path.suffix.lower() in (".html", ".htm"))
