@@ -69,6 +69,8 @@ class Options(PolicyOptions):
     max_attachment_bytes: StrictInt = Field(25 * 1024 * 1024, ge=1024, le=2**31)
     max_document_entries: StrictInt = Field(2000, ge=10, le=1_000_000)
     max_document_bytes: StrictInt = Field(64 * 1024 * 1024, ge=1024 * 1024, le=2**32)
+    # seconds spent on one message's attachments; keep it under [inspection] timeout
+    max_attachment_seconds: float = Field(8.0, gt=0, le=3600)
 
     @field_validator("font_map")
     @classmethod
@@ -83,9 +85,10 @@ class Options(PolicyOptions):
         if not self.attachments:
             return None
         limits = Limits(max_entries=self.max_document_entries,
-                        max_member_bytes=min(32 * 1024 * 1024, self.max_document_bytes),
+                        max_member_bytes=min(Limits.max_member_bytes, self.max_document_bytes),
                         max_total_bytes=self.max_document_bytes)
-        return DocumentOptions(limits, self.max_attachment_bytes, dict(self.font_map))
+        return DocumentOptions(limits, self.max_attachment_bytes, dict(self.font_map),
+                               self.max_attachment_seconds)
 
 
 class Tcvn6909Policy(Policy):

@@ -376,3 +376,9 @@ def test_a_real_doc_saved_by_libreoffice_is_found_by_its_font_table(tmp_path):
     report = inspect_document(doc.read_bytes(), "cong-van.doc")
     assert report is not None and report.kind == "ole"
     assert ".VnTime" in report.fonts and not report.convertible
+
+
+def test_the_time_spent_on_one_message_s_attachments_is_bounded():
+    raw = message_with(encode_legacy(LINE, "vni"), "thu.txt", "text/plain")
+    assert inspect_message(Message(raw), documents=DocumentOptions())
+    assert inspect_message(Message(raw), documents=DocumentOptions(max_seconds=0.0)) == []

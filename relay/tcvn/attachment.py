@@ -46,6 +46,7 @@ class DocumentOptions:
     limits: Limits = field(default_factory=Limits)
     max_bytes: int = 25 * 1024 * 1024  # larger attachments are not opened
     font_map: dict[str, str] = field(default_factory=dict)  # legacy font -> Unicode font
+    max_seconds: float = 8.0  # per message; the rest of its attachments are left alone
 
 
 @dataclass

@@ -30,7 +30,9 @@ class OverLimits(DocumentError):
 @dataclass(frozen=True)
 class Limits:
     max_entries: int = 2000  # members in one zip
-    max_member_bytes: int = 32 * 1024 * 1024  # one inflated XML member
+    # one inflated XML member: lxml's tree takes several times the XML, and the worker
+    # that runs the policies has a memory budget ([inspection] max_memory)
+    max_member_bytes: int = 16 * 1024 * 1024
     max_total_bytes: int = 64 * 1024 * 1024  # everything inflated from one document
     max_xml_elements: int = 2_000_000  # tags in one XML member (a bound on the tree built)
 

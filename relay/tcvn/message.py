@@ -15,6 +15,7 @@ import email.message
 import email.policy
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -159,12 +160,26 @@ def _is_body(part: Part) -> bool:
 
 
 def inspect_attachments(msg: Message, options: DocumentOptions) -> list[Item]:
+    """The attached documents with legacy text or fonts (or that could not be opened).
+
+    Bounded per message as well as per document: past `options.max_seconds` the
+    remaining attachments are left alone (logged), so that a message with many large
+    documents stays inside the inspection worker's wall-time budget.
+    """
     items = []
+    start = time.monotonic()
     for part in msg.parts:
-        if _is_body(part) or not part.payload or len(part.payload) > options.max_bytes:
+        if _is_body(part) or part.encoded_size > options.max_bytes * 4 // 3 + 4096:
+            continue  # base64 is 4/3 of the bytes: a part this large is not decoded at all
+        if time.monotonic() - start > options.max_seconds:
+            log.info("tcvn6909: attachments after part %s not inspected (%.1f s spent)",
+                     part.path, time.monotonic() - start)
+            break
+        payload = part.payload
+        if not payload or len(payload) > options.max_bytes:
             continue
         try:
-            report = inspect_document(part.payload, part.filename, part.content_type,
+            report = inspect_document(payload, part.filename, part.content_type,
                                       part.charset, limits=options.limits)
         except Exception:  # bad input is never a crash: the part goes on as it came
             log.exception("tcvn6909: could not examine attachment %s", part.path)
