@@ -48,7 +48,8 @@ def plain() -> bytes:
 def vietnamese() -> bytes:
     msg = EmailMessage()
     msg["From"], msg["To"] = f"Nguyễn Văn An <{SENDER}>", RCPT
-    msg["Subject"], msg["Date"] = "Báo cáo tình hình lũ quét tháng 11", "Sun, 29 Nov 2026 10:00 +0700"
+    msg["Subject"] = "Báo cáo tình hình lũ quét tháng 11"
+    msg["Date"] = "Sun, 29 Nov 2026 10:00 +0700"
     text = "Kính gửi Ủy ban nhân dân tỉnh Điện Biên, báo cáo số liệu thiệt hại.\n" * 40
     msg.set_content(text)
     msg.add_alternative(f"<html><body><p>{text}</p></body></html>", subtype="html")
