@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def _config_path(ctx: click.Context, own: Path | None) -> Path | None:
     """-c after the subcommand, else -c given to `relay web`."""
-    return own if own is not None else (ctx.find_root().obj or {}).get("web_config")
+    return own if own is not None else (ctx.obj or {}).get("web_config")
 
 
 @click.group("web", invoke_without_command=True)

@@ -12,6 +12,8 @@ time, so a message that makes the email package slow costs its own view only.
 
 from __future__ import annotations
 
+import email.header
+import email.message
 import html.parser
 import multiprocessing
 import re
@@ -19,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
-from relay.message import Message, decode_header_value
+from relay.message import Message, Part, decode_header_value
 
 MAX_TEXT = 512 * 1024  # characters of body text shown
 MAX_HTML = 1024 * 1024  # characters of HTML put in the sandboxed frame
@@ -34,7 +36,11 @@ _INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u
 
 
 def visible(text: str, limit: int | None = None) -> str:
-    """NFC text with every control and bidi character shown as its code point."""
+    """NFC text with every control and bidi character shown as its code point.
+
+    Raw 8-bit header bytes reach us as surrogate escapes: read them as UTF-8 (what
+    SMTPUTF8 clients send), anything else as U+FFFD."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     text = unicodedata.normalize("NFC", text)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "…"
@@ -128,6 +134,28 @@ def html_to_text(markup: str) -> str:
     return re.sub(r"\n\s*\n+", "\n\n", text).strip()
 
 
+def _filename(part: Part) -> str:
+    """The part's file name; raw UTF-8 in the header (SMTPUTF8 mail) read as UTF-8.
+
+    compat32 hands 8-bit header bytes back as U+FFFD; the header it keeps still has
+    them, as an `unknown-8bit` Header, from which the name is parsed again."""
+    name = part.filename or ""
+    if "\ufffd" not in name:
+        return name
+    for field_name in ("content-disposition", "content-type"):
+        value = part.raw.get(field_name)
+        if not isinstance(value, email.header.Header):
+            continue
+        text = "".join(chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
+                       for chunk, _charset in email.header.decode_header(value))
+        again = email.message.Message()
+        again[field_name] = text
+        found = again.get_filename()
+        if found:
+            return decode_header_value(str(found))
+    return name
+
+
 def render(raw: bytes) -> Rendered:
     msg = Message(raw)
     out = Rendered()
@@ -156,7 +184,7 @@ def render(raw: bytes) -> Rendered:
         if len(out.attachments) >= MAX_ATTACHMENTS:
             out.problems.append(f"more than {MAX_ATTACHMENTS} attachments; the rest not listed")
             break
-        out.attachments.append(Attachment(part.path, one_line(part.filename or "", 300),
+        out.attachments.append(Attachment(part.path, one_line(_filename(part), 300),
                                           one_line(part.content_type, 100), len(part.payload)))
     out.problems += [one_line(p, 300) for p in msg.problems[:50]]
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.responses import Response
 
 from relay.web import i18n
@@ -20,8 +22,10 @@ def status(ctx: Ctx) -> Response:
     report = report_of(finished)
     first_bad = report.get("first_bad") or None
     if first_bad:
+        # verify's message starts "entry #N: "; the page shows #N as a link instead
+        message = re.sub(r"^(access-log )?entry #\d+: ", "", str(first_bad.get("message", "")))
         first_bad = {"seq": first_bad.get("seq"), "chain": first_bad.get("chain"),
-                     "message": one_line(str(first_bad.get("message", "")), 500)}
+                     "message": one_line(message, 500)}
     return ctx.render(
         "integrity.html", title=ctx._("Archive integrity"), running=running,
         interrupted=interrupted, latest=latest, finished=finished, report=report,
