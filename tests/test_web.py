@@ -25,6 +25,7 @@ from tests.web_helpers import (
     PETITIONS,
     Client,
     Console,
+    wait_verdict,
 )
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "relay" / "web" / "templates"
@@ -373,27 +374,17 @@ def test_tampering_shows_in_integrity(tmp_path):
     try:
         client = signed_in(console)
         assert client.post("/integrity/run", {}).status == 303
-        page = _wait_verdict(client)
+        page = wait_verdict(client)
         assert "TOÀN VẸN (INTACT)" in page
         with sqlite3.connect(console.database) as db:
             db.execute("UPDATE archive_entry SET sender = 'x@example.vn' WHERE seq = 3")
         assert client.post("/integrity/run", {}).status == 303
-        page = _wait_verdict(client, previous=page)
+        page = wait_verdict(client, previous=page)
         assert "BỊ THAY ĐỔI (TAMPERED)" in page
         first = re.search(r'id="first-bad">.*?</p>', page, re.S).group(0)
         assert 'href="/archive/3"' in first
     finally:
         console.stop()
-
-
-def _wait_verdict(client, previous="", timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        page = client.get("/integrity").text
-        if 'id="verdict"' in page and 'id="progress"' not in page and page != previous:
-            return page
-        time.sleep(0.3)
-    raise AssertionError(page[-2000:])
 
 
 def test_health_page(console):

@@ -224,3 +224,14 @@ class Client:
 
     def cookie(self, name: str = "relay_session") -> str | None:
         return next((c.value for c in self.jar if c.name == name), None)
+
+
+def wait_verdict(client: Client, previous: str = "", timeout: float = 60) -> str:
+    """The integrity page once a verify run has finished (the page refreshes itself)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = client.get("/integrity").text
+        if 'id="verdict"' in page and 'id="progress"' not in page and page != previous:
+            return page
+        time.sleep(0.3)
+    raise AssertionError(page[-2000:])
