@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
-from relay.message import Message, Part, decode_header_value
+from relay.message import Message, MessageTooComplex, Part, decode_header_value
 
 MAX_TEXT = 512 * 1024  # characters of body text shown
 MAX_HTML = 1024 * 1024  # characters of HTML put in the sandboxed frame
@@ -162,7 +162,11 @@ def render(raw: bytes) -> Rendered:
     for name in SHOWN_HEADERS:
         for value in msg.get_all(name)[:20]:
             out.headers.append((name, one_line(decode_header_value(value))))
-    parts = msg.parts
+    try:
+        parts = msg.parts
+    except MessageTooComplex as exc:  # the relay refuses such mail; an old entry may be one
+        out.problems.append(one_line(str(exc), 300))
+        parts = []
     plain = [p for p in parts if p.is_text and p.content_type == "text/plain"]
     html_parts = [p for p in parts if p.is_text and p.content_type == "text/html"]
     if plain:
