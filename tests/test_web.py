@@ -418,3 +418,26 @@ def test_health_reports_clamd_up_and_down(tmp_path, clamd):
             assert address in cell and cell.strip().endswith(expected), cell
         finally:
             console.stop()
+
+
+def test_sighup_reloads_the_configuration(tmp_path):
+    import signal
+
+    console = Console(tmp_path).start()
+    try:
+        assert '<html lang="vi">' in Client(console.url).get("/login").text
+        text = console.config_path.read_text().replace("[web]\n", '[web]\nlanguage = "en"\n')
+        console.config_path.write_text(text)
+        console.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while '<html lang="en">' not in Client(console.url).get("/login").text:
+            assert time.monotonic() < deadline, console.log.read_text()
+            time.sleep(0.1)
+        console.config_path.write_text(text.replace('language = "en"', 'language = "fr"'))
+        console.proc.send_signal(signal.SIGHUP)  # refused: the running configuration stays
+        time.sleep(1)
+        assert console.proc.poll() is None
+        assert '<html lang="en">' in Client(console.url).get("/login").text
+        assert "reload refused" in console.log.read_text()
+    finally:
+        console.stop()
