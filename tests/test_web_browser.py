@@ -232,12 +232,17 @@ def _verdict(browser, console, previous=None, timeout=60):
     """Click "run", then wait on the self-refreshing page for a new verdict."""
     browser.get(console.url + "/integrity")
     navigate(browser, browser.find_element(*by("#run-verify")))
+    from selenium.common.exceptions import WebDriverException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = browser.find_elements(*by("#verdict"))
-        if found and not browser.find_elements(*by("#progress")) and \
-                browser.page_source != previous:
-            return browser
+        try:  # the page reloads itself every 2 s while the run goes on
+            found = browser.find_elements(*by("#verdict"))
+            if found and not browser.find_elements(*by("#progress")) and \
+                    browser.page_source != previous:
+                return browser
+        except WebDriverException:
+            pass
         time.sleep(0.3)
         browser.get(console.url + "/integrity")
     raise AssertionError(browser.page_source[-2000:])
