@@ -76,12 +76,20 @@ def by(css):
 
 def navigate(driver, element):
     """Click something that loads a page, and wait until the new page is there."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(*by("html"))
     element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+
+    def replaced(_driver: object) -> bool:
+        try:
+            old.is_enabled()
+        except WebDriverException:  # stale, or (mid-load) "does not belong to the document"
+            return True
+        return False
+
+    WebDriverWait(driver, 20).until(replaced)
 
 
 def shot(driver, name, phone=False):
