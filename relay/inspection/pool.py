@@ -27,15 +27,7 @@ from relay.config import Config
 from relay.engine import Verdict
 from relay.inspection import worker
 from relay.inspection.inline import over_budget
-from relay.inspection.wire import (
-    PREFIX,
-    WireError,
-    apply_verdict,
-    decode_header,
-    envelope,
-    frame,
-    lengths,
-)
+from relay.inspection.wire import WireError, apply_verdict, envelope, read_frame, write_frame
 from relay.metrics import INSPECTION_KILLS, INSPECTION_WORKERS, process_gone
 from relay.model import Transaction
 
@@ -92,17 +84,13 @@ class Worker:
 
     async def read(self) -> tuple[dict[str, Any], bytes]:
         try:
-            head_len, payload_len = lengths(await self.reader.readexactly(PREFIX),
-                                            self.max_payload)
-            header = decode_header(await self.reader.readexactly(head_len))
-            payload = await self.reader.readexactly(payload_len)
+            return await read_frame(self.reader, self.max_payload)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise WorkerDied(f"worker {self.pid} closed its socket") from exc
-        return header, payload
 
     async def call(self, header: dict[str, Any], payload: bytes
                    ) -> tuple[dict[str, Any], bytes]:
-        self.writer.writelines(frame(header, payload))
+        write_frame(self.writer, header, payload)
         try:
             await self.writer.drain()
         except ConnectionError as exc:

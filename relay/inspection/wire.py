@@ -8,8 +8,8 @@ it answers. Everything read here is checked as it is decoded.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
 import struct
 from dataclasses import fields
 from typing import Any
@@ -47,23 +47,22 @@ def lengths(prefix: bytes, max_payload: int) -> tuple[int, int]:
 PREFIX = _LENGTHS.size
 
 
-def recv_frame(sock: socket.socket, max_payload: int) -> tuple[dict[str, Any], bytes]:
-    """One frame from a blocking socket (the worker's side)."""
-    head_len, payload_len = lengths(_recv_exactly(sock, PREFIX), max_payload)
-    header = decode_header(_recv_exactly(sock, head_len))
-    return header, _recv_exactly(sock, payload_len)
+async def read_frame(reader: asyncio.StreamReader, max_payload: int
+                     ) -> tuple[dict[str, Any], bytes]:
+    """One frame; asyncio.IncompleteReadError at the end of the stream."""
+    head_len, payload_len = lengths(await reader.readexactly(PREFIX), max_payload)
+    header = decode_header(await reader.readexactly(head_len))
+    return header, await reader.readexactly(payload_len)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if not k:
-            raise EOFError("peer closed")
-        got += k
-    return bytes(buf)
+def write_frame(writer: asyncio.StreamWriter, header: dict[str, Any], payload: bytes = b""
+                ) -> None:
+    """Small frames in one write (one system call); a large payload is not copied."""
+    pieces = frame(header, payload)
+    if len(payload) < 256 * 1024:
+        writer.write(b"".join(pieces))
+    else:
+        writer.writelines(pieces)
 
 
 def decode_header(raw: bytes) -> dict[str, Any]:

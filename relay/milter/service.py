@@ -18,8 +18,9 @@ from pathlib import Path
 from relay import metrics
 from relay.anvil import Anvil, LocalAnvil
 from relay.config import Config
-from relay.daemon import Daemon, run_loop, sd_notify, setup_logging
+from relay.daemon import Daemon, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
+from relay.eventloop import run_loop
 from relay.milter.server import MilterServer
 from relay.policyset import PolicySet
 from relay.runtime import Runtime
