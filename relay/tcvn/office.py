@@ -128,7 +128,6 @@ def _word_styles(parts: Parts) -> tuple[dict[str, str | None], str | None, str |
             if font:
                 break
         resolved[sid] = font
-    doc_default = None
     defaults = root.find(f"{q(W, 'docDefaults')}/{q(W, 'rPrDefault')}/{q(W, 'rPr')}")
     doc_default = _rfonts(defaults)
     for el in root.iter(q(W, "rFonts")):
