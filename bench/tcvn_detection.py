@@ -9,7 +9,13 @@
    (/usr/share/locale/*/LC_MESSAGES/*.mo): French, German, Spanish, Portuguese, Italian,
    Dutch, Swedish, Danish, Finnish as Windows-1252, undeclared and UTF-8 (false alarms),
    and Vietnamese as UTF-8 (false alarms) and encoded with each table (found / total).
-3. The time inspect() takes per 100 KB of text of each kind.
+3. Short subjects (2-6 words, tests/tcvn_corpus.py `subjects()`): TCVN3 and VNI as raw
+   8-bit, Q-encoded words and UTF-8 mojibake (found / total, exact), Western European
+   and correct Vietnamese ones (false alarms); with --locale N also N runs of 2-6 words
+   cut from each Western catalogue.
+4. The time inspect() takes per 100 KB of text of each kind.
+
+Office documents and other attachments: bench/tcvn_attachments.py.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relay.tcvn import inspect
 from relay.tcvn.tables import encode_legacy
-from tests.tcvn_corpus import cases, mojibake, vietnamese, western
+from tests.tcvn_corpus import b_word, cases, mojibake, q_word, subjects, vietnamese, western
 
 
 def flagged(det: object, expect: str | None) -> str | None:
@@ -129,6 +135,47 @@ def locale_figures(n: int) -> dict:
     return result
 
 
+def subject_figures(locale: int = 0) -> dict:
+    from relay.tcvn.message import inspect_chunks
+    from relay.tcvn.mime import header_chunks
+
+    rows: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"total": 0, "found": 0, "exact": 0, "false_alarms": 0})
+    misses: list[str] = []
+    for case in subjects():
+        det = inspect_chunks(header_chunks(case.value), None)
+        row = rows[case.group]
+        row["total"] += 1
+        if case.expect is None:
+            row["false_alarms"] += det.found
+            if det.found:
+                misses.append(f"false alarm {case.name}: {case.text}")
+        elif det.encoding == case.expect:
+            row["found"] += 1
+            row["exact"] += det.text.lower() == case.text.lower()
+        else:
+            misses.append(f"missed {case.name}: {case.text} ({det.encoding})")
+    if locale:
+        rnd = random.Random(5)
+        row = rows["western catalogue runs (8-bit, Q, UTF-8)"]
+        for lang in WESTERN_LOCALES:
+            lines = [line.split() for line in catalogue(lang)]
+            for _ in range(locale):
+                words = rnd.choice(lines)
+                k = rnd.randint(2, 6)
+                i = rnd.randint(0, max(0, len(words) - k))
+                text = " ".join(words[i:i + k])
+                data = text.encode("cp1252", "replace")
+                row["total"] += 1
+                for value in (data.decode("utf-8", "surrogateescape"),
+                              q_word(data, "iso-8859-1"), b_word(text.encode())):
+                    if inspect_chunks(header_chunks(value), None).found:
+                        row["false_alarms"] += 1
+                        misses.append(f"false alarm {lang}: {text}")
+                        break
+    return {"groups": dict(rows), "misses": misses}
+
+
 def _repeat(text: str, size: int = 100_000) -> str:
     return (text + "\n") * (size // (len(text.encode()) + 1) + 1)
 
@@ -159,8 +206,10 @@ def timing() -> dict[str, float]:
 
 def main() -> None:
     result = figures()
-    if "--locale" in sys.argv:
-        result["locale"] = locale_figures(int(sys.argv[sys.argv.index("--locale") + 1]))
+    locale = int(sys.argv[sys.argv.index("--locale") + 1]) if "--locale" in sys.argv else 0
+    if locale:
+        result["locale"] = locale_figures(locale)
+    result["subjects"] = subject_figures(locale)
     if "--json" in sys.argv:
         print(json.dumps(result, ensure_ascii=False, indent=1))
         return
@@ -180,6 +229,12 @@ def main() -> None:
             got = r.get("found", r.get("flagged"))
             wrong = f" (wrong table: {r['wrong']})" if r.get("wrong") else ""
             print(f"  vi {name:24} {got} / {r['total']}{wrong}")
+    print(f"\nshort subjects (2-6 words)\n{'group':42} {'total':>6} {'found':>6} {'exact':>6} "
+          f"{'false+':>6}")
+    for name, r in result["subjects"]["groups"].items():
+        print(f"{name:42} {r['total']:6} {r['found']:6} {r['exact']:6} {r['false_alarms']:6}")
+    for m in result["subjects"]["misses"][:30]:
+        print("  " + m)
     print("\ninspect() time per 100 KB (ms):")
     for name, ms in result["timing_ms_per_100kb"].items():
         print(f"  {name:30} {ms:8.1f}")

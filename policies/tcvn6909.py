@@ -3,53 +3,36 @@
 Checks every text part (plain and HTML) and the encoded headers (Subject, display
 names, attachment file names) for legacy Vietnamese: declared (VISCII, TCVN, CP1258,
 VPS) or disguised as Western/ASCII (TCVN3, VNI ...), mojibake (legacy text wrongly
-turned into UTF-8), VIQR, HTML naming legacy fonts, and decomposed Unicode. With
-action `convert` the offending parts and headers are rewritten in UTF-8 NFC and an
-`X-TCVN-Converted` header says what was converted from what.
+turned into UTF-8), VIQR, HTML naming legacy fonts, and decomposed Unicode. Attached
+documents too (`attachments`): text, HTML, RTF, .docx/.xlsx/.pptx, .odt/.ods/.odp
+and the font tables of binary .doc/.xls, where TCVN3 typed in .VnTime really lives.
+With action `convert` the offending parts and headers are rewritten in UTF-8 NFC and
+an `X-TCVN-Converted` header says what was converted from what; documents are
+rewritten only with `convert_attachments = true` (text in Unicode, fonts mapped).
+
+This module is the policy only (options, codes, findings); finding and rewriting
+live in `relay.tcvn.message`, which `relay text` uses too.
 """
 
 from __future__ import annotations
 
-import base64
-import email
-import email.message
-import email.policy
 import logging
 import re
-import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from policies.base import Policy, PolicyOptions
-from relay.message import Message, Part, split_header
+from relay.message import Message
 from relay.model import Action, Finding, Stage, Transaction
-from relay.tcvn import Detection, inspect
-from relay.tcvn.mime import (
-    Span,
-    address_atoms,
-    as_bytes,
-    edit_fields,
-    encoded_words,
-    filename_params,
-    fold,
-    header_chunks,
-    leaf_spans,
-    line_ending,
-    parse_addresses,
-    quote_param,
-    unstructured_atoms,
-)
+from relay.tcvn import Detection
+from relay.tcvn.attachment import KIND_NAMES, DocumentOptions
+from relay.tcvn.container import Limits
+from relay.tcvn.message import Item, inspect_message, rewrite_message
 
 log = logging.getLogger(__name__)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 ARTICLE = "Điều 9"
-ADDRESS_FIELDS = frozenset({"from", "to", "cc", "reply-to", "sender", "bcc"})
-CONVERTED_HEADER = "X-TCVN-Converted"
-
 CODES = {
     "tcvn6909.legacy_declared": "a part declares a legacy Vietnamese charset (VISCII, TCVN, "
                                 "Windows-1258, VPS)",
@@ -61,13 +44,13 @@ CODES = {
     "tcvn6909.viqr": "Vietnamese written in VIQR (ASCII mnemonics)",
     "tcvn6909.legacy_font": "HTML names legacy Vietnamese fonts (.VnTime, VNI-Times ...)",
     "tcvn6909.not_nfc": "Vietnamese in decomposed Unicode (NFD, 'Unicode tổ hợp'), not NFC",
+    "tcvn6909.attachment": "an attached document (text, HTML, RTF, Word, Excel, PowerPoint, "
+                           "ODF) set in legacy fonts (.VnTime, VNI-Times ...) or holding "
+                           "legacy Vietnamese text",
+    "tcvn6909.attachment_uninspected": "an attached document that could not be inspected: "
+                                       "over the limits (a zip bomb), corrupt or encrypted",
 }
-_KIND_CODE = {
-    "declared": "tcvn6909.legacy_declared",
-    "disguised": "tcvn6909.legacy_disguised",
-    "mojibake": "tcvn6909.mojibake",
-    "viqr": "tcvn6909.viqr",
-}
+_FONT_NAME = re.compile(r"^[A-Za-z0-9 ._-]{1,64}$")
 
 
 class Options(PolicyOptions):
@@ -76,286 +59,35 @@ class Options(PolicyOptions):
     filenames: StrictBool = True
     # text parts larger than this are not examined (the cost grows with the size)
     max_part_bytes: StrictInt = Field(5_000_000, ge=1024, le=2**31)
+    # attached documents: inspected; rewritten only when convert_attachments is on (and the
+    # finding's action is convert), since a changed document breaks any signature on it
+    attachments: StrictBool = True
+    convert_attachments: StrictBool = False
+    # legacy font (a prefix, case-insensitive) -> the Unicode font that replaces it
+    font_map: dict[str, str] = {}
+    max_attachment_bytes: StrictInt = Field(25 * 1024 * 1024, ge=1024, le=2**31)
+    max_document_entries: StrictInt = Field(2000, ge=10, le=1_000_000)
+    max_document_bytes: StrictInt = Field(64 * 1024 * 1024, ge=1024 * 1024, le=2**32)
+    # seconds spent on one message's attachments; keep it under [inspection] timeout
+    max_attachment_seconds: float = Field(8.0, gt=0, le=3600)
 
+    @field_validator("font_map")
+    @classmethod
+    def _fonts(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, font in value.items():
+            if not _FONT_NAME.match(key) or not _FONT_NAME.match(font):
+                raise ValueError(f"font names are letters, digits, spaces, '.', '_', '-' "
+                                 f"(1-64): {key!r} = {font!r}")
+        return value
 
-@dataclass
-class Item:
-    """One place where something was found."""
-
-    where: str  # ASCII: "part 1", "Subject", "part 2 filename"
-    detection: Detection
-    path: str | None = None  # MIME part path (part bodies and file names)
-    header: str | None = None  # header field name
-    filename: bool = False
-
-    @property
-    def codes(self) -> list[str]:
-        det = self.detection
-        codes = []
-        if det.legacy:
-            codes.append(_KIND_CODE[det.kind])
-        if det.fonts:
-            codes.append("tcvn6909.legacy_font")
-        if det.not_nfc and not det.legacy:
-            codes.append("tcvn6909.not_nfc")
-        return codes
-
-    @property
-    def note(self) -> str:
-        det = self.detection
-        if det.legacy:
-            return f"{self.where} {det.label}->utf-8"
-        if det.not_nfc:
-            return f"{self.where} nfd->nfc"
-        return f"{self.where} legacy-font->unicode-font"
-
-
-# --- finding -------------------------------------------------------------------------
-
-
-def inspect_message(msg: Message, headers: Sequence[str] = ("Subject", "From", "To", "Cc"),
-                    filenames: bool = True, max_part_bytes: int = 5_000_000) -> list[Item]:
-    """Everything in the message that is not Unicode NFC per TCVN 6909:2001."""
-    items: list[Item] = []
-    hint: str | None = None
-    for part in msg.parts:
-        if not part.is_text or part.content_type not in ("text/plain", "text/html"):
-            continue
-        if len(part.payload) > max_part_bytes:
-            continue
-        try:
-            det = inspect(part.payload, part.charset, html=part.content_type == "text/html",
-                          hint=hint)
-        except Exception:  # bad input is never a crash: leave the part as it is
-            log.exception("tcvn6909: could not examine part %s", part.path)
-            continue
-        if det.found:
-            items.append(Item(f"part {part.path}", det, path=part.path))
-            if det.legacy and hint is None and det.encoding != "viqr":
-                hint = det.encoding  # short headers from the same sender: one word is enough
-    for name in headers:
-        value = msg.get(name)
-        if not value:
-            continue
-        try:
-            det = inspect_chunks(header_chunks(value), hint)
-        except Exception:
-            log.exception("tcvn6909: could not examine header %s", name)
-            continue
-        if det.found:
-            items.append(Item(name, det, header=name))
-    if filenames:
-        for part in msg.parts:
-            try:
-                chunks = filename_chunks(part.raw)
-                if chunks is None:
-                    continue
-                det = inspect_chunks(chunks, hint)
-            except Exception:
-                log.exception("tcvn6909: could not examine the file name of part %s", part.path)
-                continue
-            if det.found:
-                items.append(Item(f"part {part.path} filename", det, path=part.path,
-                                  filename=True))
-    return items
-
-
-def inspect_chunks(chunks: list[tuple[bytes, str | None]], hint: str | None) -> Detection:
-    """One detection for a header made of several encoded words and plain runs."""
-    texts: list[str] = []
-    found: Detection | None = None
-    not_nfc = False
-    for data, charset in chunks:
-        if data.isascii() and len(data) < 3:
-            texts.append(data.decode("ascii"))
-            continue
-        det = inspect(data, charset, hint=hint)
-        texts.append(det.text)
-        not_nfc = not_nfc or det.not_nfc
-        if det.legacy and found is None:
-            found = det
-    text = "".join(texts)
-    if found is not None:
-        return Detection(found.kind, found.encoding, text, declared=found.declared,
-                         words=found.words, valid=found.valid, not_nfc=not_nfc)
-    return Detection("clean", None, text, not_nfc=not_nfc)
-
-
-def filename_chunks(msg: email.message.Message) -> list[tuple[bytes, str | None]] | None:
-    """The raw bytes (and charset) of a part's file name, however it was written."""
-    for header, param in (("content-disposition", "filename"), ("content-type", "name")):
-        try:
-            value = msg.get_param(param, header=header)
-        except Exception:  # a malformed parameter is not ours to report
-            continue
-        if value is None:
-            continue
-        if isinstance(value, tuple):  # RFC 2231: (charset, language, text read as Latin-1)
-            charset, _, text = value
-            return [(str(text).encode("latin-1", "replace"), charset or None)]
-        text = str(value)
-        if text.isascii() and "=?" not in text:
+    def documents(self) -> DocumentOptions | None:
+        if not self.attachments:
             return None
-        return header_chunks(text)
-    return None
-
-
-# --- converting ----------------------------------------------------------------------
-
-
-@dataclass
-class _Entity:
-    """A header section (and maybe a body) to rewrite in place."""
-
-    start: int
-    end: int | None  # None: to the end of the message
-    replace: dict[str, bytes | None] = field(default_factory=dict)
-    body: bytes | None = None
-
-
-def rewrite_message(raw: bytes, msg: Message, items: Sequence[Item]) -> tuple[bytes, list[str]]:
-    """The message with the items converted to UTF-8 NFC, and notes on what was converted.
-
-    Only the changed fields and parts are replaced; a part whose place in the raw
-    message cannot be confirmed is left alone (and not noted).
-    """
-    head, _ = split_header(raw)
-    eol = line_ending(head)
-    spans = leaf_spans(raw)
-    entities: dict[int, _Entity] = {0: _Entity(0, None)}
-    notes: list[str] = []
-    for item in items:
-        try:
-            done = _convert_item(item, raw, msg, spans, entities, eol)
-        except ValueError as exc:  # a field we cannot write safely stays as it came
-            log.info("tcvn6909: not converting %s: %s", item.where, exc)
-            continue
-        if done:
-            notes.append(item.note)
-    if not notes:
-        return raw, []
-    for ent in sorted(entities.values(), key=lambda e: e.start, reverse=True):
-        raw = _apply(raw, ent, eol)
-    atoms = [n + ";" for n in notes[:-1]] + [notes[-1]]
-    return fold(CONVERTED_HEADER, atoms, eol) + raw, notes
-
-
-def _convert_item(item: Item, raw: bytes, msg: Message, spans: dict[str, Span],
-                  entities: dict[int, _Entity], eol: bytes) -> bool:
-    """Add the edits for one item; raises ValueError (changing nothing) if one is unsafe."""
-    if item.header is not None:
-        new = _header_field(item, msg, eol)
-        if new is None:
-            return False
-        entities[0].replace[item.header.lower()] = new
-        return True
-    part = next((p for p in msg.parts if p.path == item.path), None)
-    span = spans.get(item.path or "")
-    if part is None or span is None or span.signed or not _same_part(raw, span, part):
-        return False  # not found for sure, or signed (S/MIME, PGP): reported, left as it is
-    edits = _Entity(span.start, span.end)
-    leaf_eol = line_ending(split_header(raw[span.start:span.end])[0])
-    if item.filename:
-        _rename(edits, part, item.detection.text, leaf_eol)
-    else:
-        _rebody(edits, part, item.detection.text, leaf_eol, top=span.start == 0)
-    ent = entities.setdefault(span.start, _Entity(span.start, span.end))
-    ent.replace.update(edits.replace)
-    if edits.body is not None:
-        ent.body = edits.body
-    return True
-
-
-def _same_part(raw: bytes, span: Span, part: Part) -> bool:
-    """The span found by our splitter holds the part the parser saw (type and payload)."""
-    if span.content_type != part.content_type:
-        return False
-    leaf = email.message_from_bytes(raw[span.start:span.end], policy=email.policy.compat32)
-    try:
-        payload = leaf.get_payload(decode=True)
-    except Exception:
-        return False
-    return payload == part.payload
-
-
-def _header_field(item: Item, msg: Message, eol: bytes) -> bytes | None:
-    assert item.header is not None
-    name = item.header
-    if _CONTROL.search(msg.get(name) or ""):
-        # a bare CR or NUL: other software may split this field differently; leave it
-        raise ValueError(f"control characters in {name}")
-    if name.lower() not in ADDRESS_FIELDS:
-        return fold(name, unstructured_atoms(item.detection.text), eol)
-    value = msg.get(name) or ""
-    if len(value) > 16384:  # the address parser is not built for hostile sizes
-        raise ValueError(f"{name} is {len(value)} characters long")
-    pairs = parse_addresses(value)
-    if pairs is None:
-        return None
-    hint = item.detection.encoding if item.detection.legacy else None
-    converted = [(inspect_chunks(header_chunks(n), hint).text if n else "", a) for n, a in pairs]
-    return fold(name, address_atoms(converted), eol)
-
-
-def _params(part: Part, header: str, drop: set[str]) -> list[str]:
-    """A structured field's parameters, rewritten as ASCII, without those in `drop`."""
-    out = []
-    for key, value in (part.raw.get_params(header=header) or [])[1:]:
-        key = key.lower()
-        if key in drop or key.rstrip("*") in drop or not _TOKEN.match(key):
-            continue
-        if isinstance(value, tuple):
-            charset, lang, text = value
-            data = str(text).encode("latin-1", "replace")
-            charset = charset if charset and _TOKEN.match(charset) else ""
-            lang = lang if lang and _TOKEN.match(lang) else ""
-            out.append(f"{key}*={charset}'{lang}'" + urllib.parse.quote(data, safe=""))
-        elif str(value).isascii() and str(value).isprintable():
-            out.append(f"{key}={quote_param(str(value))}")
-        else:
-            out.append(f"{key}*=''" + urllib.parse.quote(as_bytes(str(value)), safe=""))
-    return out
-
-
-def _rebody(ent: _Entity, part: Part, text: str, eol: bytes, top: bool) -> None:
-    params = _params(part, "content-type", {"charset"})
-    atoms = [f"{part.content_type};", 'charset="utf-8"' + (";" if params else "")]
-    atoms += [p + ";" for p in params[:-1]] + params[-1:]
-    ent.replace["content-type"] = fold("Content-Type", atoms, eol)
-    ent.replace["content-transfer-encoding"] = b"Content-Transfer-Encoding: base64" + eol
-    if top and part.raw.get("MIME-Version") is None:
-        ent.replace["mime-version"] = b"MIME-Version: 1.0" + eol
-    canonical = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
-    encoded = base64.b64encode(canonical.encode("utf-8"))
-    ent.body = b"".join(encoded[i:i + 76] + eol for i in range(0, len(encoded), 76))
-
-
-def _rename(ent: _Entity, part: Part, name: str, eol: bytes) -> None:
-    disposition = part.disposition or "attachment"
-    params = _params(part, "content-disposition", {"filename"})
-    atoms = [f"{disposition};"] + [p + ";" for p in params] + filename_params(name).split(" ")
-    ent.replace["content-disposition"] = fold("Content-Disposition", atoms, eol)
-    if part.raw.get_param("name", header="content-type") is not None:
-        ct_params = _params(part, "content-type", {"name"})
-        ct_atoms = [f"{part.content_type};"]
-        ct_atoms += [p + ";" for p in ct_params]
-        ct_atoms.append('name="' + " ".join(encoded_words(name)) + '"')
-        ent.replace["content-type"] = fold("Content-Type", ct_atoms, eol)
-
-
-def _apply(raw: bytes, ent: _Entity, eol: bytes) -> bytes:
-    end = len(raw) if ent.end is None else ent.end
-    segment = raw[ent.start:end]
-    head, body = split_header(segment)
-    blank = segment[len(head):len(segment) - len(body)] or eol
-    new_head = edit_fields(head, ent.replace, eol) if ent.replace else head
-    if new_head and not new_head.endswith((b"\n", b"\r")):
-        new_head += eol
-    new_body = body if ent.body is None else ent.body
-    return raw[:ent.start] + new_head + blank + new_body + raw[end:]
-
-
-# --- the policy ----------------------------------------------------------------------
+        limits = Limits(max_entries=self.max_document_entries,
+                        max_member_bytes=min(Limits.max_member_bytes, self.max_document_bytes),
+                        max_total_bytes=self.max_document_bytes)
+        return DocumentOptions(limits, self.max_attachment_bytes, dict(self.font_map),
+                               self.max_attachment_seconds)
 
 
 class Tcvn6909Policy(Policy):
@@ -369,6 +101,8 @@ class Tcvn6909Policy(Policy):
         self, stage: Stage, tx: Transaction, recipient: str | None = None
     ) -> Sequence[Finding]:
         assert tx.message is not None and isinstance(self.options, Options)
+        # CPU work, done here: the DATA stage runs in an inspection worker, one message at
+        # a time, whose budget bounds it (a thread would only add a hand-off per message)
         items = self.inspect(tx.message)
         tx.cache[self.name] = items
         return [self._finding(code, item) for item in items for code in item.codes]
@@ -376,7 +110,7 @@ class Tcvn6909Policy(Policy):
     def inspect(self, msg: Message) -> list[Item]:
         assert isinstance(self.options, Options)
         return inspect_message(msg, self.options.headers, self.options.filenames,
-                               self.options.max_part_bytes)
+                               self.options.max_part_bytes, self.options.documents())
 
     def convert(self, tx: Transaction, findings: Sequence[Finding]) -> bytes | None:
         if tx.message is None:
@@ -386,14 +120,18 @@ class Tcvn6909Policy(Policy):
         chosen = [i for i in items if any((i.where, c) in wanted for c in i.codes)]
         if not chosen:
             return None
+        assert isinstance(self.options, Options)
+        documents = self.options.documents() if self.options.convert_attachments else None
         try:
-            data, notes = rewrite_message(tx.message.raw, tx.message, chosen)
+            data, notes = rewrite_message(tx.message.raw, tx.message, chosen, documents)
         except Exception:  # never lose the message over a repair: deliver it as it came
             log.exception("tcvn6909: conversion failed for %s", tx.queue_id)
             return None
         return data if notes else None
 
     def _finding(self, code: str, item: Item) -> Finding:
+        if item.document is not None:
+            return self._document_finding(code, item)
         det = item.detection
         vi_what, en_what = det.describe()
         vi_where = _where_vi(item.where)
@@ -411,6 +149,42 @@ class Tcvn6909Policy(Policy):
             details={"where": item.where, "encoding": det.label, "declared": det.declared,
                      "words": det.words, "fonts": det.fonts},
         )
+
+
+    def _document_finding(self, code: str, item: Item) -> Finding:
+        doc = item.document
+        assert doc is not None
+        name = _printable(item.name) or item.where
+        kind = KIND_NAMES.get(doc.kind, doc.kind)
+        if doc.error:
+            vi_why, en_why = ("vượt giới hạn kiểm tra", "over the inspection limits") \
+                if doc.over_limits else ("tệp hỏng hoặc mã hoá", "corrupt or encrypted")
+            vi = f"Tệp đính kèm {name} ({kind}) không kiểm tra được bảng mã tiếng Việt ({vi_why})"
+            en = f"Attachment {name} ({kind}) could not be checked for Vietnamese encodings " \
+                 f"({en_why})"
+        else:
+            vi_what, en_what = doc.describe()
+            vi = f"Tệp đính kèm {name} ({kind}): {vi_what}; văn bản phải dùng Unicode theo " \
+                 "TCVN 6909:2001"
+            en = f"Attachment {name} ({kind}): {en_what}; text must be Unicode per TCVN 6909:2001"
+            if not doc.convertible:
+                vi += " (cần lưu lại bằng phông Unicode)"
+                en += " (save it again in a Unicode font)"
+        return self.finding(
+            code, ARTICLE, vi, en, status="5.6.0",
+            tag=("X-TCVN6909", f"{code}; {doc.label}; {item.where}"),
+            details={"where": item.where, "name": name, "format": doc.kind,
+                     "encoding": doc.label, "fonts": doc.fonts[:10], "runs": doc.nodes,
+                     "error": doc.error, "seconds": round(doc.seconds, 4)},
+        )
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(name: str | None) -> str:
+    """A sender's file name fit for a reply and a log line: no controls, no bidi tricks."""
+    return _UNPRINTABLE.sub("?", name or "")[:80]
 
 
 def _where_vi(where: str) -> str:

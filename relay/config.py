@@ -365,6 +365,22 @@ def read_holidays(path: Path) -> frozenset[date]:
     return frozenset(days)
 
 
+class WebConfig(Section):
+    """`relay web`: the read-only console for auditors and petition officers."""
+
+    bind: HostPort = ("127.0.0.1", 8025)  # behind the agency's reverse proxy for TLS, or:
+    tls_cert: StrictStr = ""  # PEM chain: serve HTTPS directly
+    tls_key: StrictStr = ""  # empty with tls_cert set: the key is in tls_cert
+    session_timeout: Duration = 1800.0  # a session unused this long ends
+    session_lifetime: Duration = 12 * 3600.0  # ... and any session after this long
+    max_failures: StrictInt = Field(5, ge=1, le=1000)  # failed logins in a row before a lockout
+    lockout: Duration = 900.0  # how long a locked account is refused, even with the right password
+    language: Literal["vi", "en"] = "vi"  # default; each user can switch
+    trusted_proxies: list[Network] = []  # reverse proxies whose X-Forwarded-For/-Proto count
+    page_size: StrictInt = Field(50, ge=5, le=500)
+    render_timeout: Duration = 10.0  # one archived message is parsed for display within this
+
+
 class Config(Section):
     server: ServerConfig = ServerConfig()
     listeners: dict[str, ListenerConfig] = {
@@ -379,6 +395,9 @@ class Config(Section):
     archive: ArchiveConfig = ArchiveConfig()
     inspection: InspectionConfig = InspectionConfig()
     petitions: PetitionsConfig = PetitionsConfig()
+
+
+    web: WebConfig = WebConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from relay.config import Config, ConfigError, load
 from relay.policyset import PolicySet, configure
@@ -24,7 +24,6 @@ from relay.runtime import Runtime
 from relay.transaction import Hub
 
 log = logging.getLogger("relay")
-T = TypeVar("T")
 
 # syslog levels for journald's <N> prefixes (sd-daemon(3))
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
@@ -51,19 +50,6 @@ def setup_logging(level: str, tag: str = "") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
-
-
-def run_loop(main: Awaitable[T]) -> T:
-    """asyncio.run on uvloop when it is installed (measured faster for the fronts and
-    the queue runner), on the standard loop otherwise."""
-    if os.environ.get("RELAY_EVENT_LOOP", "uvloop") == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return asyncio.run(main)  # type: ignore[arg-type]
 
 
 def sd_notify(state: str) -> None:

@@ -24,7 +24,8 @@ from typing import Any
 
 from relay.anvil import REFUSALS
 from relay.config import Config, ConfigError, from_dict
-from relay.daemon import run_loop, setup_logging
+from relay.daemon import setup_logging
+from relay.eventloop import run_loop
 from relay.model import Reply
 from relay.policyset import configure
 from relay.runtime import Runtime

@@ -23,9 +23,10 @@ from pathlib import Path
 from relay import metrics
 from relay.anvil import Anvil, LocalAnvil
 from relay.config import Config
-from relay.daemon import Daemon, run_loop, sd_notify, setup_logging
+from relay.daemon import Daemon, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
+from relay.eventloop import run_loop
 from relay.petitions.gauges import collectors as petition_gauges
 from relay.policyset import PolicySet
 from relay.runner import QueueRunner

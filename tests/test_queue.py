@@ -16,14 +16,16 @@ MSG = (b"From: an@example.org\r\nTo: ubnd@dienbien.gov.vn\r\nSubject: queue test
        b"body %d\r\n")
 
 
-def send_many(port: int, count: int, sessions: int = 5, first: int = 0) -> set[int]:
-    """Send `count` messages over `sessions` concurrent connections; return the ones that got 250."""
-    accepted: set[int] = set()
+def send_many(port: int, count: int, sessions: int = 5, first: int = 0,
+              accepted: set[int] | None = None) -> set[int]:
+    """Send `count` messages over `sessions` concurrent connections; return the ones that
+    got 250 (also added to `accepted` as they come, when given)."""
+    accepted = set() if accepted is None else accepted
     lock = threading.Lock()
 
     def worker(offset: int) -> None:
         try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
                 for i in range(first + offset, first + count, sessions):
                     client.sendmail("an@example.org", ["ubnd@dienbien.gov.vn"], MSG % (i, i, i))
                     with lock:
@@ -56,11 +58,18 @@ def test_kill9_with_backend_down_loses_nothing(relay_factory, idle_sink):
 
     # a second run of load, killed in the middle of its sessions
     relay.start()
-    killer = threading.Timer(0.3, relay.kill9)
+    second: set[int] = set()
+
+    def kill_in_the_middle() -> None:  # once the second run has some of its load accepted
+        wait_for(lambda: len(second) >= 10, timeout=60, interval=0.01)
+        relay.kill9()
+
+    killer = threading.Thread(target=kill_in_the_middle)
     killer.start()
-    accepted |= send_many(relay.mx, 200, first=1000)
+    send_many(relay.mx, 200, first=1000, accepted=second)
     killer.join()
-    assert len(accepted) > 40
+    assert 10 <= len(second) < 200
+    accepted |= second
 
     relay.start()
     idle_sink.start()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.tcvn6909 import inspect_message, rewrite_message
 from relay.message import Message
+from relay.tcvn.message import inspect_message, rewrite_message
 from relay.tcvn.mime import fold, header_chunks, leaf_spans
 from relay.tcvn.tables import encode_legacy
 from tests.fixtures.relayproc import run_cli, to_toml
@@ -407,3 +407,29 @@ def test_utf8_labelled_latin1_is_relabelled():
     out, notes = rewrite_message(raw, msg, [item])
     assert notes == ["part 1 utf-8-mislabelled->utf-8"]
     assert text_parts(parsed(out))[0].replace("\r\n", "\n").rstrip("\n") == BODY
+
+
+def test_the_rewriter_lives_in_relay_tcvn_and_the_policy_declares_its_codes():
+    """`relay text` needs no policy module; every code the rewriter's items carry is one
+    the policy declares (else `self.finding()` would refuse it at run time)."""
+    from policies.tcvn6909 import CODES
+    from relay.tcvn.message import FONT_CODE, KIND_CODE, NFC_CODE
+    from tests.test_architecture import import_graph
+
+    graph = import_graph()
+    for module in ("relay.cli.text", "relay.tcvn.message"):
+        assert not {d for d in graph[module] if d.startswith("policies")}, module
+    assert {*KIND_CODE.values(), FONT_CODE, NFC_CODE} <= set(CODES)
+
+
+def test_a_two_word_subject_alone_is_found_and_converted():
+    """Issue 16: short subjects (here the only legacy text in the message) are found."""
+    raw = (b"From: a@example.org\r\nTo: " + RCPT.encode() + b"\r\n"
+           b"Subject: " + encode_legacy("Nội vụ", "tcvn3") + b"\r\n"
+           b"Date: Mon, 1 Dec 2025 10:00:00 +0700\r\n\r\nOK\r\n")
+    msg = Message(raw)
+    items = inspect_message(msg)
+    assert [(i.where, i.codes) for i in items] == [("Subject", ["tcvn6909.legacy_disguised"])]
+    out, notes = rewrite_message(raw, msg, items)
+    assert notes == ["Subject tcvn3->utf-8"]
+    assert parsed(out)["Subject"].lower() == "nội vụ"

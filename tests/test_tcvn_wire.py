@@ -43,3 +43,27 @@ def test_reject_over_the_wire_cites_article_9(relay_factory):
             raise AssertionError("accepted a TCVN3 message with action = reject")
     assert code == 550 and "5.6.0" in text and "Article 9" in text
     assert relay.maildir("ubnd@dienbien.gov.vn") == []
+
+
+def test_an_attached_docx_in_vnTime_is_delivered_converted(relay_factory):
+    """Through a real relay (inspection worker included): convert_attachments rewrites the
+    document, and the copy delivered reads as Unicode in Times New Roman."""
+    import io
+    import zipfile
+
+    from tests.tcvn_documents import blocks
+    from tests.test_tcvn_documents import DOCX_TYPE, LINE, TITLE, legacy_docx, message_with
+
+    relay = relay_factory(policies={"headers": {}, "tcvn6909": {
+        "action": "convert", "convert_attachments": True}})
+    with smtplib.SMTP("127.0.0.1", relay.mx, timeout=30) as client:
+        assert client.sendmail("a@example.org", ["ubnd@dienbien.gov.vn"],
+                               message_with(legacy_docx(), "cong-van.docx", DOCX_TYPE)) == {}
+    delivered = wait_for(lambda: relay.maildir("ubnd@dienbien.gov.vn"))
+    assert delivered
+    msg = email.message_from_bytes(delivered[0], policy=email.policy.default)
+    [part] = [p for p in msg.walk() if p.get_filename() == "cong-van.docx"]
+    document = part.get_content()
+    assert blocks("docx", document) == [TITLE, LINE]
+    assert b".VnTime" not in zipfile.ZipFile(io.BytesIO(document)).read("word/styles.xml")
+    assert msg["X-TCVN-Converted"] == "part 2 attachment docx tcvn3->unicode"

@@ -22,9 +22,10 @@ def _register() -> None:
         serve,
         testmessage,
         text,
+        web,
     )
 
-    for module in (serve, testmessage, queue, directory, archive, petitions, text, milter):
+    for module in (serve, testmessage, queue, directory, archive, petitions, text, milter, web):
         for command in module.COMMANDS:
             main.add_command(command)
 

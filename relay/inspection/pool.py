@@ -27,15 +27,7 @@ from relay.config import Config
 from relay.engine import Verdict
 from relay.inspection import worker
 from relay.inspection.inline import over_budget
-from relay.inspection.wire import (
-    PREFIX,
-    WireError,
-    apply_verdict,
-    decode_header,
-    envelope,
-    frame,
-    lengths,
-)
+from relay.inspection.wire import WireError, apply_verdict, envelope, read_frame, write_frame
 from relay.metrics import INSPECTION_KILLS, INSPECTION_WORKERS, process_gone
 from relay.model import Transaction
 
@@ -77,6 +69,14 @@ class Worker:
         self.reader, self.writer = reader, writer
         self.max_payload = max_payload
         self.idle_since = time.monotonic()
+        # the process's sentinel becomes readable when it exits: no poll per message
+        self.dead = False
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(process.sentinel, self._exited)
+
+    def _exited(self) -> None:
+        self.dead = True
+        self._loop.remove_reader(self.process.sentinel)
 
     @property
     def pid(self) -> int:
@@ -84,17 +84,13 @@ class Worker:
 
     async def read(self) -> tuple[dict[str, Any], bytes]:
         try:
-            head_len, payload_len = lengths(await self.reader.readexactly(PREFIX),
-                                            self.max_payload)
-            header = decode_header(await self.reader.readexactly(head_len))
-            payload = await self.reader.readexactly(payload_len)
+            return await read_frame(self.reader, self.max_payload)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise WorkerDied(f"worker {self.pid} closed its socket") from exc
-        return header, payload
 
     async def call(self, header: dict[str, Any], payload: bytes
                    ) -> tuple[dict[str, Any], bytes]:
-        self.writer.writelines(frame(header, payload))
+        write_frame(self.writer, header, payload)
         try:
             await self.writer.drain()
         except ConnectionError as exc:
@@ -102,9 +98,12 @@ class Worker:
         return await self.read()
 
     def alive(self) -> bool:
-        return bool(self.process.is_alive())
+        return not self.dead
 
     async def stop(self, kill: bool = False) -> None:
+        if not self.dead:
+            self._loop.remove_reader(self.process.sentinel)
+            self.dead = True
         self.writer.close()  # the worker exits at the end of its socket
         if kill and self.process.is_alive():
             self.process.kill()

@@ -8,8 +8,8 @@ it answers. Everything read here is checked as it is decoded.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import socket
 import struct
 from dataclasses import fields
 from typing import Any
@@ -47,23 +47,22 @@ def lengths(prefix: bytes, max_payload: int) -> tuple[int, int]:
 PREFIX = _LENGTHS.size
 
 
-def recv_frame(sock: socket.socket, max_payload: int) -> tuple[dict[str, Any], bytes]:
-    """One frame from a blocking socket (the worker's side)."""
-    head_len, payload_len = lengths(_recv_exactly(sock, PREFIX), max_payload)
-    header = decode_header(_recv_exactly(sock, head_len))
-    return header, _recv_exactly(sock, payload_len)
+async def read_frame(reader: asyncio.StreamReader, max_payload: int
+                     ) -> tuple[dict[str, Any], bytes]:
+    """One frame; asyncio.IncompleteReadError at the end of the stream."""
+    head_len, payload_len = lengths(await reader.readexactly(PREFIX), max_payload)
+    header = decode_header(await reader.readexactly(head_len))
+    return header, await reader.readexactly(payload_len)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if not k:
-            raise EOFError("peer closed")
-        got += k
-    return bytes(buf)
+def write_frame(writer: asyncio.StreamWriter, header: dict[str, Any], payload: bytes = b""
+                ) -> None:
+    """Small frames in one write (one system call); a large payload is not copied."""
+    pieces = frame(header, payload)
+    if len(payload) < 256 * 1024:
+        writer.write(b"".join(pieces))
+    else:
+        writer.writelines(pieces)
 
 
 def decode_header(raw: bytes) -> dict[str, Any]:
@@ -78,21 +77,28 @@ def decode_header(raw: bytes) -> dict[str, Any]:
 
 # --- the transaction going out ------------------------------------------------------
 def envelope(tx: Transaction) -> dict[str, Any]:
-    return {name: getattr(tx, name) for name in _ENVELOPE}
+    """The transaction so far: its envelope, and the decisions of the earlier stages
+    (a `tag` at RCPT adds its header when the message is accepted, in the worker)."""
+    out: dict[str, Any] = {name: getattr(tx, name) for name in _ENVELOPE}
+    out["decisions"] = [_decision(d) for d in tx.decisions]
+    return out
 
 
 def transaction(data: dict[str, Any]) -> Transaction:
-    return Transaction(**{name: data[name] for name in _ENVELOPE if name in data})
+    tx = Transaction(**{name: data[name] for name in _ENVELOPE if name in data})
+    tx.decisions = [Decision(_finding(d), Action(d["action"])) for d in data.get("decisions", [])]
+    return tx
 
 
 # --- the verdict coming back ----------------------------------------------------------
-def verdict_header(tx: Transaction, verdict: Verdict) -> dict[str, Any]:
-    """The verdict's header; its payload is `verdict.prefix + verdict.replaced`."""
+def verdict_header(tx: Transaction, verdict: Verdict, known: int) -> dict[str, Any]:
+    """The verdict's header (decisions past the `known` ones the front sent); its
+    payload is `verdict.prefix + verdict.replaced`."""
     reply = verdict.reply
     return {
         "outcome": verdict.outcome.value,
         "reply": {"code": reply.code, "status": reply.status, "lines": list(reply.lines)},
-        "decisions": [_decision(d) for d in tx.decisions],
+        "decisions": [_decision(d) for d in tx.decisions[known:]],
         "added_headers": [list(h) for h in tx.added_headers],
         "conversions": list(tx.conversions),
         "summary": None if tx.summary is None else {

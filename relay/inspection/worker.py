@@ -23,8 +23,9 @@ from typing import Any
 from relay.body import Body
 from relay.config import from_dict
 from relay.engine import Engine
+from relay.eventloop import run_loop
 from relay.inspection.inline import inspect_here
-from relay.inspection.wire import frame, recv_frame, transaction, verdict_header
+from relay.inspection.wire import read_frame, transaction, verdict_header, write_frame
 from relay.policyset import configure
 from relay.services import Services
 
@@ -41,35 +42,34 @@ def main(sock: socket.socket, raw_config: dict[str, Any], source: str | None) ->
     config = from_dict(raw_config, Path(source) if source else None)
     limit = config.inspection.max_memory
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    asyncio.run(_serve(sock, config))
+    run_loop(_serve(sock, config))
 
 
 async def _serve(sock: socket.socket, config: Any) -> None:
     services = Services.build(config, archive=False)
     engine = Engine(config, configure(config), services)
-    loop = asyncio.get_running_loop()
     max_payload = config.server.max_message_size + 1024 * 1024
-    sock.setblocking(True)
-    sock.sendmsg(frame({"ready": os.getpid()}))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024 * 1024)
+    write_frame(writer, {"ready": os.getpid()})
     try:
         while True:
             try:
-                header, payload = await loop.run_in_executor(None, recv_frame, sock,
-                                                              max_payload)
-            except EOFError:
+                header, payload = await read_frame(reader, max_payload)
+            except asyncio.IncompleteReadError:
                 return
             tx = transaction(header["tx"])
+            known = len(tx.decisions)
             # a large message was spooled to a file by the front: read it here
             body = Body.at(Path(header["path"])) if "path" in header else Body.of(payload)
             del payload
             verdict = await inspect_here(engine, tx, body)
-            answer = verdict_header(tx, verdict)
+            answer = verdict_header(tx, verdict, known)
             recycle = body.size > RECYCLE_AFTER_BYTES or any(
                 d.finding.code in ("inspection.memory", "inspection.too_complex")
-                for d in tx.decisions)
+                for d in tx.decisions[known:])
             answer["recycle"] = recycle
-            out = verdict.prefix + (verdict.replaced or b"")
-            sock.sendall(b"".join(frame(answer, out)))
+            write_frame(writer, answer, verdict.prefix + (verdict.replaced or b""))
+            await writer.drain()
             if recycle:
                 return
     finally:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from relay.tcvn.markup import Html, legacy_fonts, replace_fonts
 from relay.tcvn.syllable import VIETNAMESE_ONLY, is_syllable
-from relay.tcvn.tables import Codec, codecs, read_1252, unread_1252, viqr
+from relay.tcvn.tables import READ_1252, Codec, codecs, read_1252, unread_1252, viqr
 
 # Candidates tried on undeclared text, most common first (ties go to the first).
 # ("utf8": Unicode Vietnamese whose UTF-8 bytes were labelled Western, or encoded twice.)
@@ -323,15 +323,21 @@ _WESTERN_LETTERS = frozenset(
 )
 
 
-def _weight(word: str, codec: str) -> float:
+def _weight(word: str, codec: str, short: bool = False) -> float:
     """What a word that becomes Vietnamese is worth as evidence.
 
     Under a one-byte table, a word that already reads as a Western one (Swedish 'på',
     'gång' read as TCVN3 'pồ', 'gồng') counts half; legacy text is full of words no
     language spells ('nh©n', 'tÊt'), and those count fully. VNI needs a vowel followed
-    by a mark letter ('Bieân'), which Western spelling does not make: no discount.
+    by a mark letter ('Bieân'), which Western spelling does not make: no discount,
+    except in a short text, where one Spanish 'aún' (VNI 'ẳn') is all there is; there
+    the ordinal signs of 'n°', 'Nº' count as Western too.
     """
-    if codec != "vni" and _case_ok(word) and _WESTERN_LETTERS.issuperset(word):
+    western = _WESTERN_SHORT if short else _WESTERN_LETTERS
+    if (codec != "vni" or (short and len(word) <= 3)) and _case_ok(word) \
+            and western.issuperset(word):
+        if short and len(word) <= 2 and not _SHORT_WESTERN_MARKS.isdisjoint(word.lower()):
+            return 0.25
         return 0.5
     if word.strip(_QUOTES).isascii():  # German »-l«, Finnish ”.L”: quotes around ASCII
         return 0.5
@@ -339,6 +345,11 @@ def _weight(word: str, codec: str) -> float:
 
 
 _QUOTES = "«»“”„‘’‹›"
+_WESTERN_SHORT = _WESTERN_LETTERS | frozenset("°ºª")
+# letters of the two-letter Western words that read as Vietnamese syllables (Swedish and
+# Norwegian på, så, då, nå, gå, må, rå, German/Swedish tä, nä, French dû, ça: all the
+# collisions found in fourteen languages' gettext catalogues, see bench/tcvn_detection.py)
+_SHORT_WESTERN_MARKS = frozenset("åäöüûç")
 
 
 def _case_ok(word: str) -> bool:
@@ -351,6 +362,37 @@ def _accept(name: str, gain: float, valid: int, affected: int, hint: str | None)
     return gain >= needed and valid >= MIN_RATIO * max(affected, 1)
 
 
+SHORT_WORDS = 12  # a text of at most this many words is judged by the short rule as well
+
+
+def _short(lines: list[str]) -> bool:
+    """A subject, a display name, a file name, a two-line note: few words to count, and
+    every plain ASCII word among them reads as Vietnamese (an unaccented syllable such
+    as 'anh', 'cho', 'sinh'), an abbreviation ('UBND', 'V/v') or a reply prefix."""
+    text = "\n".join(lines)
+    if len(text) > 40 * SHORT_WORDS or len(text.split()) > SHORT_WORDS:
+        return False
+    for word in _TOKEN.findall(text):
+        if word.isascii() and word.isalpha() and len(word) > 1 and not word.isupper() \
+                and not is_syllable(word) and word.lower() not in _PREFIXES:
+            return False
+    return True
+
+
+_TOKEN = re.compile(r"[^\s\"'()\[\]/:,;.!?–-]+")
+_PREFIXES = frozenset({"re", "fw", "fwd", "tr", "aw", "sv", "vs", "wg", "rv", "ref"})
+
+
+def _accept_short(gain: float, unfit: int, changed: int) -> bool:
+    """A short text is legacy when every word with letters beyond ASCII comes out a
+    Vietnamese syllable under the table (none unfit) and at least one word gains.
+
+    `gain` is weighted as in `_weight`: one 'göi' or 'Néi' (0.5) is enough; one 'på'
+    (0.25) is not. Measured on 2-6-word subjects, see bench/tcvn_detection.py.
+    """
+    return not unfit and changed > 0 and gain >= 0.5
+
+
 def _best(lines: list[str], hint: str | None,
           whole: bool) -> tuple[str, list[str], int, int] | None:
     words = _words(lines)
@@ -358,25 +400,39 @@ def _best(lines: list[str], hint: str | None,
     if not candidates:
         return None
     raws = [_raw(line) for line in lines]
+    short = _short(lines)
     if whole or all(r is not None for r in raws):
-        return _best_whole(lines, raws, words, candidates, hint)
-    return _best_mixed(lines, raws, candidates, hint)
+        return _best_whole(lines, raws, words, candidates, hint, short)
+    return _best_mixed(lines, raws, candidates, hint, short)
+
+
+def _stray(codec: Codec, raw: str) -> bool:
+    """Does a word the table leaves as it is hold a byte that is no letter of the table on
+    its own? ('sé' read as VNI: é is a VNI tone only after a vowel, so 'Aún no lo sé' is
+    Spanish, not VNI.)"""
+    if codec.name == "utf8":
+        return False
+    return any(ord(c) >= 0x80 and ord(c) not in codec.lone_letters for c in raw)
+
+
 
 
 def _best_whole(lines: list[str], raws: list[str | None], words: Counter[str],
-                candidates: list[str], hint: str | None) -> tuple[str, list[str], int, int] | None:
+                candidates: list[str], hint: str | None,
+                short: bool) -> tuple[str, list[str], int, int] | None:
     """The whole text is 8-bit: score every distinct word once, convert every line."""
     best: tuple[float, str, int, int] | None = None
     for name in candidates:
         codec = codecs()[name]
-        gain = spoiled = 0.0
-        valid = affected = changed = 0
+        gain = spoiled = short_gain = 0.0
+        valid = affected = changed = unfit = 0
         for word, n in words.items():
             raw = _raw(word)
             if raw is None:
                 continue
             dec = _decode_word(codec, raw)
-            if dec == word:
+            if dec == word:  # stays as it is: fine if it is Vietnamese the table can hold
+                unfit += (len(word) > 1 and not is_syllable(word)) or _stray(codec, raw)
                 continue
             changed += n
             if len(dec) > 1:  # a lone character (« » € read as a letter) is no evidence
@@ -385,10 +441,14 @@ def _best_whole(lines: list[str], raws: list[str | None], words: Counter[str],
                 valid += n * ok
                 if ok and not is_syllable(word):
                     gain += _weight(word, name)
+                    short_gain += _weight(word, name, short=True)
                 elif not ok:
                     spoiled += 1
-        score = gain - SPOIL_COST * spoiled
-        if _accept(name, gain, valid, affected, hint) and (best is None or score > best[0]):
+        # short texts: the same weights decide between tables as decide whether to convert
+        score = (short_gain if short else gain) - SPOIL_COST * spoiled
+        accepted = _accept(name, gain, valid, affected, hint) or (
+            short and _accept_short(short_gain, unfit + affected - valid, affected))
+        if accepted and (best is None or score > best[0]):
             best = (score, name, changed, valid)
     if best is None:
         return None
@@ -447,7 +507,7 @@ def _prepare(lines: list[str], raws: list[str | None]) -> list[_Line]:
 
 
 def _best_mixed(lines: list[str], raws: list[str | None], candidates: list[str],
-                hint: str | None) -> tuple[str, list[str], int, int] | None:
+                hint: str | None, short: bool) -> tuple[str, list[str], int, int] | None:
     """Unicode text with legacy pieces: convert 8-bit-only lines that gain, and single
     ill-formed words that become well-formed inside lines of real Unicode."""
     prepared = _prepare(lines, raws)
@@ -455,7 +515,7 @@ def _best_mixed(lines: list[str], raws: list[str | None], candidates: list[str],
     for name in candidates:
         codec = codecs()[name]
         cache: dict[str, str] = {}
-        valid = affected = converted_words = 0
+        valid = affected = converted_words = unfit = 0
         gained: set[str] = set()
         spoiled: set[str] = set()
         plan: list[dict[int, str]] = []
@@ -468,10 +528,11 @@ def _best_mixed(lines: list[str], raws: list[str | None], candidates: list[str],
                 dec = cache.get(tok.raw)
                 if dec is None:
                     dec = cache[tok.raw] = _decode_word(codec, tok.raw)
-                if dec == tok.text:
-                    continue
                 ok = is_syllable(dec)
                 counts = len(dec) > 1
+                unfit += (counts and not ok) or (dec == tok.text and _stray(codec, tok.raw))
+                if dec == tok.text:
+                    continue
                 if ok and counts and not tok.valid:
                     line_gained.add(tok.text)
                 elif counts and not ok:
@@ -493,8 +554,11 @@ def _best_mixed(lines: list[str], raws: list[str | None], candidates: list[str],
             converted_words += len(changes)
             plan.append(changes)
         gain = sum(_weight(w, name) for w in gained)
-        score = gain - SPOIL_COST * len(spoiled)
-        if _accept(name, gain, valid, affected, hint) and (best is None or score > best[0]):
+        short_gain = sum(_weight(w, name, short=True) for w in gained)
+        score = (short_gain if short else gain) - SPOIL_COST * len(spoiled)
+        accepted = _accept(name, gain, valid, affected, hint) or (
+            short and _accept_short(short_gain, unfit, converted_words))
+        if accepted and (best is None or score > best[0]):
             best = (score, name, plan, converted_words, valid)
     if best is None:
         return None
@@ -531,18 +595,32 @@ def _fix_word_caps(word: str, codec: str) -> str:
     """TCVN3 has no toned capitals: 'CộNG' was CỘNG (two or more capitals, no ASCII lowercase)."""
     if codec not in _CAP_LOSSY or word.islower() or word.isupper() or word.istitle():
         return word
-    upper = sum(map(str.isupper, word))
-    if upper >= 2 and not any(c.islower() and c.isascii() for c in word):
+    # a capital after the first letter and no ASCII lower case: 'CộNG', 'ủY' (ỦY)
+    if any(map(str.isupper, word[1:])) and not any(c.islower() and c.isascii() for c in word):
         return word.upper()
     return word
 
 
 def _fix_caps(line: str, original: str) -> str:
     """A line whose ASCII letters are all capitals was written in capitals (.VnTimeH)."""
-    letters = [c for c in original if c.isascii() and c.isalpha()]
-    if len(letters) >= 4 and all(c.isupper() for c in letters):
-        return line.upper()
-    return line
+    return line.upper() if _all_capitals(original) else line
+
+
+_ASCII_LOWER = re.compile(r"[a-z]")
+_ASCII_UPPER = re.compile(r"[A-Z]")
+
+
+def _all_capitals(text: str) -> bool:
+    """At least four ASCII letters, all capitals (regular expressions: this runs on every
+    paragraph of a document, and a lower-case letter usually comes within a few)."""
+    if _ASCII_LOWER.search(text):
+        return False
+    count = 0
+    for _ in _ASCII_UPPER.finditer(text):
+        count += 1
+        if count >= 4:
+            return True
+    return False
 
 
 # --- VIQR -----------------------------------------------------------------------------
@@ -558,6 +636,10 @@ def _viqr(lines: list[str]) -> tuple[list[str], int, int] | None:
     text = "\n".join(lines)
     if len(text.encode()) - len(text) > 0.01 * len(text):
         return None  # VIQR is ASCII; this text is not
+    # a VIQR text has marks other than the dot (which ends most sentences): counted in C,
+    # this skips the regex scan of ordinary ASCII text (most of a message's cost here)
+    if not any(mark in text for mark in "(^+'`~?") and "dd" not in text.lower():
+        return None
     if len(_VIQR_MARK_ANY.findall(text)) < 3:
         return None
     pattern, mapping = viqr()
@@ -588,3 +670,55 @@ def _viqr(lines: list[str]) -> tuple[list[str], int, int] | None:
             pos = end
         out.append("".join(pieces) + line[pos:])
     return out, sum(len(p) for p in plans), evidence
+
+
+def decode_as(text: str, encoding: str, capitals: bool = False) -> str:
+    """Text known to be in a legacy table (a run set in a .VnTime or VNI-Times font),
+    stored as its Windows-1252 reading, in Unicode NFC. Characters that cannot have
+    been a byte of that reading (real Unicode typed later) are kept as they are.
+
+    `capitals`: the font drew every letter as a capital (.VnTimeH), so the text becomes
+    capitals; otherwise a TCVN3 word such as 'CéNG' (no toned capitals) becomes 'CỘNG'.
+    """
+    codec = codecs()[encoding]
+
+    def piece(m: re.Match[str]) -> str:
+        raw = unread_1252(m.group())
+        return m.group() if raw is None else codec.decode(raw)
+
+    out = _ENCODABLE.sub(piece, text)
+    if capitals:
+        out = out.upper()
+    elif encoding in _CAP_LOSSY and _INNER_CAPITAL.search(out):
+        out = _WORD.sub(lambda m: _fix_word_caps(m.group(), encoding), out)
+    return unicodedata.normalize("NFC", out)
+
+
+# a capital after a letter: the only words `_fix_word_caps` may change ('CộNG', 'ủY')
+_CAPITALS = "".join(c for c in map(chr, [*range(0x41, 0x5B), *range(0xC0, 0x250),
+                                         *range(0x1EA0, 0x1F00)]) if c.isupper())
+_INNER_CAPITAL = re.compile(r"(?<=[^\W\d_])[" + _CAPITALS + "]")
+
+
+_ENCODABLE = re.compile(
+    "[\x00-\xff" + "".join(re.escape(c) for c in sorted(set(READ_1252.values()))) + "]+")
+
+
+def block_capitals(new: list[str], original: list[str]) -> list[str]:
+    """TCVN3 pieces of one paragraph (a document's runs) with the capitals the table lost:
+    all capitals if the paragraph was typed in capitals, else a capital at the start and
+    after a full stop (as `_convert_line` does for a mail body)."""
+    if _all_capitals("".join(original)):
+        return [t.upper() for t in new]
+    out = []
+    start = True  # the paragraph's start begins a sentence
+    for text in new:
+        text = _SENTENCE_WORD.sub(_capitalise, text) if start else _MID_SENTENCE.sub(
+            _capitalise, text)
+        out.append(text)
+        if text.strip():
+            start = text.rstrip(_OPENERS)[-1:] in (".", "!", "?", ":")
+    return out
+
+
+_MID_SENTENCE = re.compile(r"([.!?:][\s\"'(\-–•*]*)(\w)")

@@ -5,6 +5,10 @@ rhyme (vowel nucleus, glides, optional final) and at most one tone mark. Words
 whose rhyme ends in a stop (c, ch, p, t) only take the sắc or nặng tone. Text
 decoded with the wrong table almost never satisfies all of this, which is what
 makes the detector work (chardet guesses from byte statistics and gets it wrong).
+The tone must also sit where Vietnamese puts it (on the vowel with a hat or horn,
+else by the rhyme's shape; both the old "hoà" and the new "hòa" placements count):
+VNI text read as Windows-1252 gives words such as "xaõ" (xã) whose letters alone
+would pass, and on a two-word subject every such word matters.
 """
 
 from __future__ import annotations
@@ -85,8 +89,9 @@ def is_syllable(word: str) -> bool:
     if not word or len(word) > 8 or not _case_ok(word):
         return False
     tone = ""
+    tone_at = -1
     bare = []
-    for ch in word.lower():
+    for i, ch in enumerate(word.lower()):
         split = LETTER.get(ch)
         if split is None:
             return False
@@ -94,7 +99,7 @@ def is_syllable(word: str) -> bool:
         if mark:
             if tone:
                 return False
-            tone = mark
+            tone, tone_at = mark, i
         bare.append(base)
     s = "".join(bare)
     for initial in INITIALS:
@@ -106,6 +111,42 @@ def is_syllable(word: str) -> bool:
         if rhyme in RHYMES:
             if rhyme.endswith(STOP_FINALS) and tone not in (SAC, NANG):
                 continue
+            if initial in PAIRED and (rhyme[0] in FRONT) != (initial in FRONT_INITIALS):
+                continue  # k, gh, ngh before i, e, ê (and y); c, g, ng elsewhere
+            if initial == "g" and rhyme[0] in "eê":
+                continue
+            if tone and tone_at - len(initial) not in tone_places(rhyme):
+                continue
             return True
     return False
+
+
+HATS = frozenset("ăâêôơư")
+FRONT = frozenset("ieêy")
+FRONT_INITIALS = frozenset({"k", "gh", "ngh"})
+# the spelling pairs: the same sound written k/c, gh/g, ngh/ng by the vowel that follows
+# (g before i is allowed: gìn is gi + in, written with one i)
+PAIRED = frozenset({"k", "c", "gh", "ngh", "ng"})
+
+
+@lru_cache(maxsize=512)
+def tone_places(rhyme: str) -> frozenset[int]:
+    """Where in the (untoned) rhyme the tone mark may sit.
+
+    On the (last) vowel with a hat or horn: tiếng, người, muốn. Else, before a final
+    consonant, on the last vowel: toán, huýt. Else on the only vowel, on the first of
+    two (tài, mùa, kìa), on the middle one of three (ngoài, khuỷu); for oa, oe, uy
+    both places, since the old style (hoà, thuý) and the new (hòa, thúy) are both in use.
+    """
+    vowels = [i for i, ch in enumerate(rhyme) if ch in VOWELS]
+    hats = [i for i in vowels if rhyme[i] in HATS]
+    if hats:
+        return frozenset({hats[-1]})
+    if vowels[-1] < len(rhyme) - 1:  # a final consonant follows
+        return frozenset({vowels[-1]})
+    if len(vowels) == 1:
+        return frozenset({vowels[0]})
+    if len(vowels) == 2:
+        return frozenset({0, 1}) if rhyme in ("oa", "oe", "uy") else frozenset({0})
+    return frozenset({1})
 

@@ -83,6 +83,8 @@ class Codec:
     label: str  # how findings name it
     decode: Callable[[str], str]  # byte string -> text (NFC)
     letter_bytes: frozenset[int]  # bytes >= 0x80 or C0 that carry letters
+    # bytes that are a letter on their own (VNI's mark bytes are letters only after a vowel)
+    lone_letters: frozenset[int] = frozenset()
 
 
 def _single_byte(name: str, label: str, table: str, compose: bool = False) -> Codec:
@@ -105,7 +107,7 @@ def _single_byte(name: str, label: str, table: str, compose: bool = False) -> Co
         out = s.translate(trans)
         return unicodedata.normalize("NFC", out) if compose else out
 
-    return Codec(name, label, decode, letters)
+    return Codec(name, label, decode, letters, letters)
 
 
 def _multi_byte(name: str, label: str, table: str) -> Codec:
@@ -123,12 +125,13 @@ def _multi_byte(name: str, label: str, table: str) -> Codec:
     keys = sorted(mapping, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(k) for k in keys))
     letters = frozenset(ord(k[-1]) for k in keys if ord(k[-1]) >= 0x80)
+    lone = frozenset(ord(k) for k in keys if len(k) == 1 and ord(k) >= 0x80)
     fallback = str.maketrans(READ_1252)
 
     def decode(s: str) -> str:
         return pattern.sub(lambda m: mapping[m.group()], s).translate(fallback)
 
-    return Codec(name, label, decode, letters)
+    return Codec(name, label, decode, letters, lone)
 
 
 def _viqr() -> tuple[re.Pattern[str], dict[str, str]]:
