@@ -47,3 +47,19 @@ def petitions_config(tmp_path: Path, url: str = "", **petitions: Any) -> Config:
     if url:
         data["directory"] = {"url": url}
     return from_dict(data)
+
+
+def reply_mail(subject: str, sender: str = INTAKE, to: str = CITIZEN, n: int = 0,
+               extra: dict[str, str] | None = None,
+               body: str = "Kính gửi Ông/Bà, Sở đã tiếp nhận và trả lời như sau...") -> bytes:
+    """A message the intake mailbox (the officer's client) sends."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = "Tue, 07 Jul 2026 09:00:00 +0700"
+    msg["Message-ID"] = f"<r{n}.{abs(hash(subject)) % 10**8}.officer@dienbien.gov.vn>"
+    for name, value in (extra or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    return msg.as_bytes()
