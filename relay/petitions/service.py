@@ -118,7 +118,7 @@ class Petitions:
             if filed.action == "opened" and filed.case is not None:
                 PETITIONS_OPENED.inc()
                 if filed.case.ack_status == "pending":
-                    await self._acknowledge(filed.case, spool, on_queued)
+                    await self._acknowledge_soon(filed.case, spool, on_queued)
         if from_intake:
             officials = [r for r in recipients if r != sender
                          and await self._kind(r) in REPORTED_KINDS]
@@ -152,9 +152,27 @@ class Petitions:
             self._submit = outbox.SubmitOutbox(self.config, *hop)
         return self._submit
 
-    async def _acknowledge(self, case: Case, spool: Spool | None,
-                           on_queued: Callable[[str], None] | None) -> None:
+    async def _acknowledge_soon(self, case: Case, spool: Spool | None,
+                                on_queued: Callable[[str], None] | None) -> None:
+        """Into our queue now (a local write); a submission to the next hop (the milter)
+        in the background, so a slow relayhost never holds Postfix's reply to the citizen."""
         sender = self._sender(spool, on_queued)
+        if not isinstance(sender, outbox.SubmitOutbox):
+            await self._acknowledge(case, sender)
+            return
+        task = asyncio.ensure_future(self._acknowledge(case, sender))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _acknowledge(self, case: Case, sender: outbox.Sender | None) -> None:
+        """Send the acknowledgement of a new case; never raises (the case says why not)."""
+        try:
+            await self._send_acknowledgement(case, sender)
+        except Exception:
+            PETITION_ERRORS.inc()
+            log.exception("petitions: acknowledgement of %s", case.number)
+
+    async def _send_acknowledgement(self, case: Case, sender: outbox.Sender | None) -> None:
         if sender is None:
             log.error("petitions: no way to send the acknowledgement of %s: set "
                       "[petitions] submit_to (or [outbound] relayhost)", case.number)
