@@ -190,3 +190,59 @@ def test_a_stranger_typing_someone_elses_number_opens_a_case_of_their_own(relay_
     wait_for(lambda: len(to(sink, CITIZEN)) == 1)
     assert lines(relay.cli("petitions", "list", "--json", "--mailbox", INTAKE))[0][
         "status"] == "open"
+
+
+def test_daily_reminder_and_metrics_of_open_and_overdue_cases(relay_factory, sink):
+    from datetime import UTC, datetime
+
+    from relay.config import load
+    from relay.petitions.store import Incoming, PetitionStore
+    from tests.fixtures.relayproc import free_port
+
+    port = free_port()
+    relay = relay_factory(
+        start=False,
+        server={"trusted_networks": ["127.0.0.0/8"], "metrics_bind": f"127.0.0.1:{port}"},
+        outbound={"relayhost": f"127.0.0.1:{sink.port}", "starttls": "none"},
+        petitions={"enabled": True, "acknowledge": False},
+    )
+    relay.start()
+    send(relay.mx, CITIZEN, [INTAKE], citizen_mail(1, "Đơn mới"))
+    new = wait_for(lambda: lines(relay.cli("petitions", "list", "--json")))[0]["number"]
+    # a case from last July, never answered: overdue whatever day the test runs
+    store = PetitionStore.open(load(relay.config_path), migrate=False)
+    try:
+        old = store.receive(Incoming(
+            mailbox=INTAKE, citizen=CITIZEN2, queue_id="OLD1", subject="Đơn cũ \x1b[31m",
+            message_id="<old@example.org>", references=[], auto="",
+            at=datetime(2026, 7, 6, 3, tzinfo=UTC)), "").case
+    finally:
+        store.close()
+    assert old is not None
+
+    import urllib.request
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    text = scraped.decode()
+    assert f'relay_petitions_open{{mailbox="{INTAKE}"}} 2.0' in text
+    assert f'relay_petitions_overdue{{mailbox="{INTAKE}"}} 1.0' in text
+
+    dry = lines(relay.cli("petitions", "remind", "--dry-run", "--json"))
+    assert [(d["mailbox"], d["overdue"], d["due"], d["to"]) for d in dry] == [
+        (INTAKE, 1, 0, [INTAKE])]  # no holder in the directory: the mailbox itself
+    assert relay.maildir(INTAKE) and len(relay.maildir(INTAKE)) == 1  # dry: nothing sent
+    # two working days before the new case's deadline it is "due" as well
+    [case] = [c for c in lines(relay.cli("petitions", "list", "--json")) if c["number"] == new]
+    deadline = date.fromisoformat(case["deadline"])
+    sent = lines(relay.cli("petitions", "remind", "--json", "--as-of",
+                           (deadline - timedelta(days=1)).isoformat()))
+    assert [(d["mailbox"], d["overdue"], d["due"]) for d in sent] == [(INTAKE, 1, 1)]
+    assert sent[0]["queue_id"] and "error" not in sent[0]
+    reminder = wait_for(lambda: [m for m in relay.maildir(INTAKE) if b"auto-generated" in m])
+    body = parse(reminder[0])
+    assert body["Auto-Submitted"] == "auto-generated"
+    assert body["Subject"].startswith("[Tiếp dân] 1 đơn quá hạn, 1 đơn sắp đến hạn")
+    content = body.get_content()
+    assert old.number in content and new in content and "QUÁ HẠN (1)" in content
+    assert "\x1b" not in content  # the citizen's control characters stay out
+    history = json.loads(relay.cli("petitions", "show", old.number, "--json").stdout)["events"]
+    assert history[-1]["action"] == "reminded"
