@@ -246,3 +246,40 @@ def test_daily_reminder_and_metrics_of_open_and_overdue_cases(relay_factory, sin
     assert "\x1b" not in content  # the citizen's control characters stay out
     history = json.loads(relay.cli("petitions", "show", old.number, "--json").stdout)["events"]
     assert history[-1]["action"] == "reminded"
+
+
+def test_hostile_subjects_and_huge_references_over_smtp(relay_factory, sink):
+    import base64
+    import time
+
+    relay = start_relay(relay_factory, sink)
+    hostile = "\x1b]0;pwned\x07Đơn\x1b[2J \u202egnp.exe\r\nBcc: x@example.vn"
+    encoded = base64.b64encode(hostile.encode()).decode()
+    data = citizen_mail(1).replace(b"Subject: ", b"Subject: =?utf-8?b?" + encoded.encode()
+                                   + b"?= ", 1)
+    send(relay.mx, CITIZEN, [INTAKE], data)
+    [ack] = wait_for(lambda: to(sink, CITIZEN))
+    message = parse(ack.data)
+    # the acknowledgement's headers are ours alone; the Subject is only cleaned in the body
+    assert message["Bcc"] is None and "\x1b" not in message.get_content()
+    assert "\x1b" not in message["Subject"] and "pwned" not in message["Subject"]
+    listed = relay.cli("petitions", "list")
+    out = listed.stdout.decode()
+    assert listed.returncode == 0 and "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;pwned\\x07" in out and len(out.splitlines()) == 2
+
+    # a follow-up with 3,000 invented references before the real one (In-Reply-To)
+    refs = " ".join(f"<fake{i}.{'x' * 20}@example.vn>" for i in range(3000))
+    started = time.monotonic()
+    send(relay.mx, CITIZEN, [INTAKE], citizen_mail(
+        2, "Bổ sung", extra={"References": refs, "In-Reply-To": message["Message-ID"]}))
+    # and the same without the real one: a case of its own, the message still accepted
+    send(relay.mx, CITIZEN2, [INTAKE], citizen_mail(3, "Đơn khác", sender=CITIZEN2,
+                                                    extra={"References": refs}))
+    assert time.monotonic() - started < 30
+    assert wait_for(lambda: len(relay.maildir(INTAKE)) == 3)
+    cases = lines(relay.cli("petitions", "list", "--json"))
+    assert [c["citizen"] for c in cases] == [CITIZEN, CITIZEN2]
+    detail = json.loads(relay.cli("petitions", "show", cases[0]["number"], "--json").stdout)
+    assert [m["role"] for m in detail["messages"]] == ["petition", "acknowledgement",
+                                                       "follow-up"]
