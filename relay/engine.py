@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from policies.base import Context, Policy
+from relay import mailauth
 from relay.config import Config
+from relay.mailauth import authresults
 from relay.message import Message
 from relay.model import (
     ACTION_STRENGTH,
@@ -169,6 +171,11 @@ class Engine:
                 tx.added_headers.append(tag_header(d.finding))
         if tx.added_headers:
             data = Message.prepend_headers(data, tx.added_headers)
+        # sender authentication (spf/dkim/dmarc policies): our Authentication-Results
+        # on top, forged ones with our authserv-id removed (relay/mailauth/authresults.py)
+        if tx.cache.get(mailauth.RESULTS):
+            data = authresults.apply(data, self.config.server.hostname,
+                                     tx.cache[mailauth.RESULTS])
         return Verdict(Outcome.ACCEPT, ACCEPTED, data)
 
     # --- relay control -----------------------------------------------------------
