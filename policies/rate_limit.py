@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pydantic import field_validator, model_validator
 
 from policies.base import Context, Policy, PolicyOptions
+from relay.metrics import RATE_LIMITED
 from relay.model import Action, Finding, Stage, Transaction
 from relay.ratelimit import Limit, RateLimiter, Usage, ip_key, parse_limit
 
@@ -87,6 +88,7 @@ class RateLimitPolicy(Policy):
                     reply_code=550, status="5.3.0", tempfail_code=451,
                     details={"scope": scope, "key": key, "error": str(exc)[:200]})]
             if usage.over:
+                RATE_LIMITED.labels(scope).inc()
                 findings.append(self._over(usage))
         return findings
 

@@ -22,3 +22,8 @@ QUEUE = Gauge("relay_queue_messages", "Messages in the queue (active and deferre
 def serve(bind: tuple[str, int]) -> None:
     host, port = bind
     start_http_server(port, addr=host)
+RATE_LIMITED = Counter("relay_rate_limited",
+                       "Messages refused by the rate_limit policy, by scope (login, ip)",
+                       ["scope"])
+DNS_FAILURES = Counter("relay_dns_failures",
+                       "DNS lookups of the policies that got no usable answer (temperror)")

@@ -6,7 +6,7 @@ PostgreSQL for many. Each message is one statement that increments the counter
 of the current window only while it is under the limit:
 
     INSERT ... ON CONFLICT (scope, key, window_start)
-        DO UPDATE SET count = count + 1 WHERE count < :cap RETURNING count
+        DO UPDATE SET count = count + 1 WHERE count + 1 <= :cap RETURNING count
 
 atomic on both databases (a row lock on PostgreSQL, the single writer on SQLite),
 so two nodes can never both take the last slot. The limit is a sliding window
@@ -149,7 +149,7 @@ class RateLimiter:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
             carried = previous * (1 - (now - start) / limit.window)
-            cap = limit.count - carried  # this window may hold fewer than `cap` before us
+            cap = limit.count - carried  # this window may hold at most `cap`, us included
             stamp = utcnow()
             if cap >= 1:
                 insert = _upsert(conn.dialect.name).values(
@@ -158,7 +158,7 @@ class RateLimiter:
                 row = conn.execute(insert.on_conflict_do_update(
                     index_elements=["scope", "key", "window_start"],
                     set_={"count": TABLE.c.count + 1, "updated_at": stamp},
-                    where=TABLE.c.count < cap,
+                    where=TABLE.c.count + 1 <= cap,
                 ).returning(TABLE.c.count, TABLE.c.refused)).first()
                 if row is not None:
                     self._sweep(conn, now)

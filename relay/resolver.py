@@ -26,6 +26,7 @@ import dns.rdatatype
 import dns.resolver
 
 from relay.config import Config, DnsConfig, parse_hostport
+from relay.metrics import DNS_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,12 @@ class Resolver:
             return Answer(name, rdtype)
         except dns.resolver.LifetimeTimeout:
             self.failures += 1
+            DNS_FAILURES.inc()
             return Answer(name, rdtype, error=f"no DNS answer for {name} {rdtype} within "
                                               f"{self.resolver.lifetime:g}s")
         except dns.exception.DNSException as exc:  # SERVFAIL, REFUSED, no servers, bad name
             self.failures += 1
+            DNS_FAILURES.inc()
             return Answer(name, rdtype, error=f"DNS lookup of {name} {rdtype} failed: "
                                               f"{str(exc)[:200]}")
         return Answer(name, rdtype, tuple(_text(r) for r in list(answer)[:MAX_RECORDS]))

@@ -64,7 +64,6 @@ _dmarc.monitor  TXT   "v=DMARC1; p=none; rua=mailto:d@monitor.test"
 org             TXT   "v=spf1 ip4:192.0.2.0/24 -all"
 _dmarc.org      TXT   "v=DMARC1; p=reject; sp=quarantine"
 sub.org         TXT   "v=spf1 ip4:192.0.2.0/24 -all"
-_dmarc.dnsfail  CNAME x.servfail.test.
 signed          TXT   "v=spf1 -all"
 _dmarc.signed   TXT   "v=DMARC1; p=reject"
 ; --- blocklists

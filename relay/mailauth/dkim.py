@@ -85,7 +85,10 @@ async def verify(raw: bytes, resolver: Resolver, max_signatures: int = MAX_SIGNA
         try:
             ok = message.verify(index, dnsfunc=lambda _name, timeout=5, r=record: r.encode())
         except dkim.DKIMException as exc:
-            out.append(DkimResult("permerror", domain, selector, b, str(exc)[:200]))
+            # a body changed in transit is a signature that does not verify (RFC 8601
+            # 2.7.1 "fail"); dkimpy raises for it where a bad header hash returns False
+            result = "fail" if "body hash mismatch" in str(exc) else "permerror"
+            out.append(DkimResult(result, domain, selector, b, str(exc)[:200]))
             continue
         except Exception as exc:  # dkimpy on input it did not expect: a result, not a crash
             log.warning("dkim: verifying signature %d of d=%s failed: %r", index, domain, exc)
