@@ -13,9 +13,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import archive, directory, milter, queue, serve, testmessage, text
+    from relay.cli import archive, directory, dkim, milter, queue, serve, testmessage, text
 
-    for module in (serve, testmessage, queue, directory, archive, text, milter):
+    for module in (serve, testmessage, queue, directory, archive, text, milter, dkim):
         for command in module.COMMANDS:
             main.add_command(command)
 
