@@ -7,7 +7,8 @@ Inbound, per recipient at RCPT (so the other recipients still get the mail):
   (`webmail_domains.txt`, shipped with the package; `add`/`remove` in relay.toml);
 - `webmail.mx` (`mx_check = true`): the sender's own domain has its MX at a free
   provider (`webmail_mx.txt`, or any domain of the list);
-- `webmail.dns_error` (`mx_check = true`): the MX lookup timed out or failed
+- `webmail.dns_error` (`mx_check = true`): the MX lookup (through the `[dns]` servers,
+  within `[dns] timeout`) timed out or failed
   (SERVFAIL, no answer from any server). Not an exception and never a silent pass: by
   default it is a `451 4.4.3` temporary failure, so the sending server retries (as
   Postfix does for an unresolvable sender domain); `actions = {"webmail.dns_error" =
@@ -222,11 +223,15 @@ class WebmailPolicy(Policy):
         self.allowed = DomainSet(options.allow)
         providers = _edit(read_list("webmail_mx.txt"), options.mx_add, options.mx_remove)
         every = [*providers, *self.webmail.exact, *(f"{d}.*" for d in self.webmail.any_tld)]
-        own = {"nameservers", "mx_timeout"} & options.model_fields_set
+        # the shared `[dns]` resolver, unless this table still names its own servers or
+        # a deadline other than `[dns] timeout` (the options from before `[dns]`)
+        dns_config = context.config.dns
+        own = bool(options.nameservers) or ("mx_timeout" in options.model_fields_set
+                                            and options.mx_timeout != dns_config.timeout)
         self.mx = MxChecker(
             DomainSet(every),
             options.mx_timeout, options.mx_cache_ttl, options.mx_error_ttl,
-            options.mx_cache_size, options.nameservers,
+            options.mx_cache_size, options.nameservers or dns_config.nameservers,
             resolver=None if own else context.services.dns.resolver,
         ) if options.mx_check else None
 
