@@ -114,13 +114,15 @@ class RateLimiter:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from relay.directory.database import open_engine
+            from relay.db import make_engine
+            from relay.directory.database import migrate
 
-            engine = open_engine(self.url)  # migrates: the table comes with the directory
-            if engine.dialect.name == "sqlite":
+            engine = make_engine(self.url)
+            if engine.dialect.name == "sqlite":  # before any connection is pooled
                 @event.listens_for(engine, "connect")
                 def _relaxed(dbapi_conn, _record) -> None:  # noqa: ANN001
                     dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(engine)  # the table comes with the directory's schema
             self._engine = engine
         return self._engine
 

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.antispam_helpers import BAD_IP, GOOD_IP, LISTED_IP, LOCAL, message, sign, \
-    zone_with_key
+from tests.antispam_helpers import BAD_IP, GOOD_IP, LISTED_IP, LOCAL, message, sign, zone_with_key
 from tests.content_helpers import run_cli
 from tests.fixtures.dns import DnsServer
 

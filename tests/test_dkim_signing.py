@@ -200,3 +200,16 @@ def test_test_message_shows_the_signed_message(tmp_path):
         assert dkim.verify(out_path.read_bytes(), dnsfunc=dnsfunc(server))
     finally:
         server.stop()
+
+
+def test_openssl_signature_is_dkimpys_byte_for_byte():
+    import hashlib
+
+    from dkim import crypto
+
+    from relay.mailauth.signing import openssl_sign
+    from tests.antispam_helpers import dkim_key
+
+    key = crypto.parse_pem_private_key(dkim_key()[0])
+    digest = hashlib.sha256(b"the canonicalised header fields")
+    assert openssl_sign(digest, key) == crypto.RSASSA_PKCS1_v1_5_sign(digest, key)
