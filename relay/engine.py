@@ -17,7 +17,7 @@ from policies.base import Context, Policy
 from relay import mailauth
 from relay.config import Config
 from relay.mailauth import authresults
-from relay.message import Message
+from relay.message import Message, MessageTooComplex
 from relay.model import (
     ACTION_STRENGTH,
     Action,
@@ -160,7 +160,8 @@ class Engine:
     async def data(self, tx: Transaction, raw: bytes) -> Verdict:
         if len(raw) > self.config.server.max_message_size:
             return Verdict(Outcome.REJECT, self.oversize(tx, len(raw)), raw)
-        tx.message = Message(raw)
+        inspection = self.config.inspection
+        tx.message = Message(raw, inspection.max_parts, inspection.max_depth)
         tx.summary = tx.message.summary()
         reply = await self._decide(Stage.DATA, tx)
         if reply is not None:
@@ -173,9 +174,8 @@ class Engine:
             data = Message.prepend_headers(data, tx.added_headers)
         # sender authentication (spf/dkim/dmarc policies): our Authentication-Results
         # on top, forged ones with our authserv-id removed (relay/mailauth/authresults.py)
-        if tx.cache.get(mailauth.RESULTS):
-            data = authresults.apply(data, self.config.server.hostname,
-                                     tx.cache[mailauth.RESULTS])
+        if mailauth.results(tx):
+            data = authresults.apply(data, self.config.server.hostname, mailauth.results(tx))
         return Verdict(Outcome.ACCEPT, ACCEPTED, data)
 
     # --- relay control -----------------------------------------------------------
@@ -203,6 +203,8 @@ class Engine:
         for policy in self._by_stage[stage]:
             try:
                 findings = await policy.check(stage, tx, recipient)
+            except (MemoryError, MessageTooComplex):
+                raise  # over the inspection budget: the inspector answers for the message
             except Exception:
                 # a broken policy must not let mail through unchecked: fail closed
                 log.exception("policy %s failed at %s", policy.name, stage)
@@ -230,7 +232,8 @@ class Engine:
             converted = policy.convert(tx, findings)
             if converted is not None and converted != raw:
                 raw = converted
-                tx.message = Message(raw)
+                limits = self.config.inspection
+                tx.message = Message(raw, limits.max_parts, limits.max_depth)
                 tx.conversions.extend(f.code for f in findings)
         return raw
 

@@ -18,12 +18,17 @@ DELIVERIES = Counter("relay_deliveries", "Delivery attempts per recipient by res
                      ["status"])
 QUEUE = Gauge("relay_queue_messages", "Messages in the queue (active and deferred)")
 
-
-def serve(bind: tuple[str, int]) -> None:
-    host, port = bind
-    start_http_server(port, addr=host)
 RATE_LIMITED = Counter("relay_rate_limited",
                        "Messages refused by the rate_limit policy, by scope (login, ip)",
                        ["scope"])
 DNS_FAILURES = Counter("relay_dns_failures",
                        "DNS lookups of the policies that got no usable answer (temperror)")
+
+
+def serve(bind: tuple[str, int]) -> None:
+    host, port = bind
+    start_http_server(port, addr=host)
+INSPECTION_WORKERS = Gauge("relay_inspection_workers", "Inspection worker processes running")
+INSPECTION_KILLS = Counter("relay_inspection_failures",
+                           "Messages whose inspection worker was killed or died, by reason",
+                           ["reason"])

@@ -124,8 +124,8 @@ def sign(raw: bytes, domain: str = "signed.test", selector: str = SELECTOR) -> b
 async def transact(policies: dict[str, dict[str, Any]], dns_address: str, sender: str,
                    recipients: list[str], raw: bytes, client_ip: str = GOOD_IP,
                    helo: str = "mail.example.test", auth: str | None = None,
-                   settings: dict[str, Any] | None = None, timeout: float = 2.0
-                   ) -> tuple[Transaction, Walk]:
+                   settings: dict[str, Any] | None = None, timeout: float = 2.0,
+                   inline: bool = True) -> tuple[Transaction, Walk]:
     """One transaction through every stage (`relay.transaction.walk`), from CLIENT_IP."""
     state = tempfile.mkdtemp(prefix="relay-antispam-")
     settings = settings or {}
@@ -135,7 +135,7 @@ async def transact(policies: dict[str, dict[str, Any]], dns_address: str, sender
                    "local_domains": [LOCAL], **settings.get("server", {})},
         "dns": {"nameservers": [dns_address], "timeout": timeout},
         "policies": policies})
-    runtime = await Runtime.build(config, archive=False, inline=True)
+    runtime = await Runtime.build(config, archive=False, inline=inline)
     tx = Transaction(client_ip=client_ip, helo=helo, auth_login=auth,
                      listener_kind="submission" if auth else "mx",
                      trusted=config.is_trusted(client_ip))

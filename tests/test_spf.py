@@ -188,3 +188,17 @@ async def test_forged_authentication_results_are_removed(dns_server):
     assert head.count(b"Authentication-Results: mx.dienbien.gov.vn") == 1
     assert b"x@y.test" not in head
     assert b"Authentication-Results: other.example; dkim=pass" in head
+
+
+async def test_the_mail_stage_result_reaches_data_in_an_inspection_worker(dns_server):
+    """DATA runs in a worker process: the SPF result of MAIL travels there with the
+    envelope and is in the Authentication-Results the worker writes."""
+    sender = "boss@pass-domain.test"
+    tx, out = await transact({"spf": {}}, dns_server.address, sender, [RCPT],
+                             message(sender), client_ip=GOOD_IP, inline=False,
+                             settings={"inspection": {"workers": 1}})
+    assert out.verdict.outcome == "accept"
+    assert out.verdict.data.startswith(b"Authentication-Results: mx.dienbien.gov.vn;\r\n\t"
+                                       b"spf=pass smtp.mailfrom=boss@pass-domain.test")
+    # asked once, at MAIL: the worker did not evaluate it again
+    assert dns_server.queries["pass-domain.test. TXT"] == 1

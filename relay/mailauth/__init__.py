@@ -2,10 +2,11 @@
 
 Each check runs at most once per transaction, whichever policy asks first: DMARC
 needs the SPF result of MAIL FROM and the DKIM results of the message, and may
-be configured without the other two. The results are kept in the transaction's
-scratch space (`tx.cache`), and each method's result for the
-`Authentication-Results:` header (RFC 8601) is recorded there too; the engine
-writes that header once at the end of DATA (`relay.mailauth.authresults`).
+be configured without the other two. The SPF result and each method's entry for
+the `Authentication-Results:` header (RFC 8601) are kept in `tx.authentication`
+(JSON values: the DATA stage may run in an inspection worker, and they travel
+there with the envelope); the DKIM results, made and used at DATA, in `tx.cache`.
+The engine writes the header once at the end of DATA (`relay.mailauth.authresults`).
 
 Authenticated and trusted clients are the province's own: none of this runs for
 them (`applies()`).
@@ -13,6 +14,7 @@ them (`applies()`).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from relay.mailauth.dkim import DkimResult, verify
@@ -34,17 +36,26 @@ def applies(tx: Transaction) -> bool:
 
 def record(tx: Transaction, method: str, *resinfo: str) -> None:
     """Remember `method=result props` for the Authentication-Results header (once)."""
-    results: dict[str, list[str]] = tx.cache.setdefault(RESULTS, {})
+    results: dict[str, list[str]] = tx.authentication.setdefault(RESULTS, {})
     results[method] = list(resinfo)
 
 
+def results(tx: Transaction) -> dict[str, list[str]]:
+    """What the Authentication-Results header says ({} when nothing was checked)."""
+    return tx.authentication.get(RESULTS) or {}
+
+
 async def spf_of(tx: Transaction, context: Context) -> SpfResult:
-    result = tx.cache.get(SPF)
-    if result is None:
-        checker = SpfChecker(context.services.dns)
-        result = await checker.check(tx.client_ip, tx.mail_from, tx.helo)
-        tx.cache[SPF] = result
-        record(tx, "spf", spf_resinfo(result))
+    known = tx.authentication.get(SPF)
+    if isinstance(known, dict):
+        try:
+            return SpfResult(**known)
+        except TypeError:
+            pass  # not what we wrote: evaluate again
+    checker = SpfChecker(context.services.dns)
+    result = await checker.check(tx.client_ip, tx.mail_from, tx.helo)
+    tx.authentication[SPF] = asdict(result)
+    record(tx, "spf", spf_resinfo(result))
     return result
 
 
