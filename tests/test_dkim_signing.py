@@ -202,14 +202,24 @@ def test_test_message_shows_the_signed_message(tmp_path):
         server.stop()
 
 
-def test_openssl_signature_is_dkimpys_byte_for_byte():
+def test_openssl_rsa_gives_dkimpys_answers():
     import hashlib
 
     from dkim import crypto
 
-    from relay.mailauth.signing import openssl_sign
+    from relay.mailauth import rsa
     from tests.antispam_helpers import dkim_key
 
     key = crypto.parse_pem_private_key(dkim_key()[0])
-    digest = hashlib.sha256(b"the canonicalised header fields")
-    assert openssl_sign(digest, key) == crypto.RSASSA_PKCS1_v1_5_sign(digest, key)
+    public = {"modulus": key["modulus"], "publicExponent": key["publicExponent"]}
+    for text in (b"the canonicalised header fields", b""):
+        digest = hashlib.sha256(text)
+        signature = rsa.sign(digest, key)
+        assert signature == crypto.RSASSA_PKCS1_v1_5_sign(digest, key)
+        assert rsa.verify(digest, signature, public) is True
+        assert crypto.RSASSA_PKCS1_v1_5_verify(digest, signature, public) is True
+        broken = bytes([signature[0] ^ 1]) + signature[1:]
+        assert rsa.verify(digest, broken, public) is False
+        assert crypto.RSASSA_PKCS1_v1_5_verify(digest, broken, public) is False
+        assert rsa.verify(hashlib.sha256(text + b"x"), signature, public) is False
+        assert rsa.verify(digest, signature[:-1], public) is False

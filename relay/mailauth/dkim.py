@@ -19,7 +19,10 @@ from dataclasses import dataclass
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from relay.mailauth.rsa import install as use_openssl_rsa
 from relay.resolver import Resolver
+
+use_openssl_rsa()  # dkimpy's RSA arithmetic by OpenSSL (relay/mailauth/rsa.py)
 
 log = logging.getLogger(__name__)
 

@@ -32,39 +32,18 @@ import os
 from dataclasses import dataclass
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
 
 import dkim
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.config import Config
+from relay.mailauth.rsa import install as use_openssl_rsa
 from relay.message import Message
 
+use_openssl_rsa()  # dkimpy's RSA arithmetic by OpenSSL (relay/mailauth/rsa.py)
+
 CANONICALIZE = (b"relaxed", b"relaxed")
-
-
-_HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
-_OPENSSL_KEYS: dict[int, rsa.RSAPrivateKey] = {}
-
-
-def openssl_sign(digest: Any, private_key: dict[str, int]) -> bytes:
-    """dkimpy's `RSASSA_PKCS1_v1_5_sign(hash, private_key)`, computed by OpenSSL."""
-    key = _OPENSSL_KEYS.get(private_key["modulus"])
-    if key is None:
-        public = rsa.RSAPublicNumbers(private_key["publicExponent"], private_key["modulus"])
-        key = rsa.RSAPrivateNumbers(
-            private_key["prime1"], private_key["prime2"], private_key["privateExponent"],
-            private_key["exponent1"], private_key["exponent2"], private_key["coefficient"],
-            public).private_key()
-        if len(_OPENSSL_KEYS) > 64:  # a handful of domains and selectors in practice
-            _OPENSSL_KEYS.clear()
-        _OPENSSL_KEYS[private_key["modulus"]] = key
-    algorithm = _HASHES[digest.name.lower()]()
-    return key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
-
-
-dkim.RSASSA_PKCS1_v1_5_sign = openssl_sign  # see the module docstring
 
 
 class SigningError(Exception):
