@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import StrictStr, field_validator, model_validator
 
-from policies.base import Policy, PolicyOptions
+from policies.base import Context, Policy, PolicyOptions
 from relay.config import check_domain
 from relay.mailauth import applies
 from relay.mailauth.spf import valid_domain
@@ -92,10 +92,14 @@ class DnsblPolicy(Policy):
         "dnsbl.temperror": "a DNS blocklist did not answer",
     }
 
+    def __init__(self, options: PolicyOptions, context: Context) -> None:
+        super().__init__(options, context)
+        assert isinstance(options, Options)
+        self.opts = options
+
     async def check(self, stage: Stage, tx: Transaction, recipient: str | None = None
                     ) -> Sequence[Finding]:
-        assert isinstance(self.options, Options)
-        opts = self.options
+        opts = self.opts
         if stage is Stage.CONNECT:
             if opts.stage != "connect" or tx.trusted:
                 return []
@@ -107,14 +111,14 @@ class DnsblPolicy(Policy):
 
     async def _client(self, tx: Transaction, recipient: str | None) -> list[Finding]:
         name = reversed_ip(tx.client_ip)
-        if name is None or not self.options.zones:  # type: ignore[attr-defined]
+        if name is None or not self.opts.zones:
             return []
         checks = [(entry, f"{name}.{entry.partition('=')[0]}", tx.client_ip)
-                  for entry in self.options.zones]  # type: ignore[attr-defined]
+                  for entry in self.opts.zones]
         return await self._ask(tx, checks, recipient)
 
     async def _domains(self, tx: Transaction, recipient: str | None) -> list[Finding]:
-        zones = self.options.rhsbl_zones  # type: ignore[attr-defined]
+        zones = self.opts.rhsbl_zones
         domains = dict.fromkeys(d for d in (tx.helo.lower().rstrip("."),
                                             domain_of(tx.mail_from)) if valid_domain(d))
         checks = [(entry, f"{d}.{entry.partition('=')[0]}", d)

@@ -223,3 +223,15 @@ def test_openssl_rsa_gives_dkimpys_answers():
         assert crypto.RSASSA_PKCS1_v1_5_verify(digest, broken, public) is False
         assert rsa.verify(hashlib.sha256(text + b"x"), signature, public) is False
         assert rsa.verify(digest, signature[:-1], public) is False
+
+
+def test_check_config_warns_about_a_missing_key(tmp_path):
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(to_toml({"server": {"state_dir": "var", "local_domains": [DOMAIN]},
+                            "dkim_signing": {"enabled": True}}))
+    out = run_cli("check-config", "-c", str(cfg))
+    assert out.returncode == 0
+    assert f"warning: dkim_signing: no key {tmp_path}/var/dkim/{DOMAIN}.relay.key".encode() \
+        in out.stderr
+    keygen(cfg, "relay")
+    assert b"warning" not in run_cli("check-config", "-c", str(cfg)).stderr
