@@ -309,7 +309,9 @@ def relay_server_section(max_connections: int, antispam: bool = False) -> dict[s
             # no_local_spoofing then have nothing to refuse, but they run); with
             # --antispam it is an outside MX, which the anti-spam policies judge
             "trusted_networks": [] if antispam else ["127.0.0.0/8"],
-            "max_connections": max_connections, "log_level": "warning"}
+            "max_connections": max_connections, "log_level": "warning",
+            # as shipped: a front process per core, inspection workers per core
+            "workers": 0}
 
 
 class RelayServe:
@@ -327,6 +329,7 @@ class RelayServe:
             "backend": {"kind": "smtp", "host": "127.0.0.1", "port": sink_port,
                         "max_connections": 20},
             "queue": {"concurrency": 20},
+            "inspection": {"workers": 0},
             "policies": relay_policies(dns, clamd, antispam),
         })
         populate_directory(self.relay.config_path, sender, recipient)

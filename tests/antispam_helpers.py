@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -77,6 +78,13 @@ spammer.test.dbl A   127.0.1.2
 SELECTOR = "sel1"
 
 
+@dataclass
+class Result(Walk):
+    """The walk, and the message as it would be delivered (None unless accepted)."""
+
+    data: bytes | None = None
+
+
 @lru_cache(maxsize=1)
 def dkim_key() -> tuple[bytes, str]:
     """(PEM private key, the p= value of its DNS record): made once per test run."""
@@ -125,7 +133,7 @@ async def transact(policies: dict[str, dict[str, Any]], dns_address: str, sender
                    recipients: list[str], raw: bytes, client_ip: str = GOOD_IP,
                    helo: str = "mail.example.test", auth: str | None = None,
                    settings: dict[str, Any] | None = None, timeout: float = 2.0,
-                   inline: bool = True) -> tuple[Transaction, Walk]:
+                   inline: bool = True) -> tuple[Transaction, Result]:
     """One transaction through every stage (`relay.transaction.walk`), from CLIENT_IP."""
     state = tempfile.mkdtemp(prefix="relay-antispam-")
     settings = settings or {}
@@ -146,7 +154,9 @@ async def transact(policies: dict[str, dict[str, Any]], dns_address: str, sender
         conversation.close()
         await runtime.aclose()
         shutil.rmtree(state, ignore_errors=True)
-    return tx, result
+    accepted = result.verdict is not None and result.verdict.outcome == "accept"
+    return tx, Result(**vars(result),
+                      data=result.verdict.delivered(raw) if accepted else None)
 
 
 def codes(tx: Transaction) -> list[str]:

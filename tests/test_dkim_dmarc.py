@@ -94,7 +94,7 @@ async def test_policy_fail_logged_by_default_and_in_authentication_results(dns_s
     tx, out = await transact({"dkim": {}}, dns_server.address, "a@company.test", [RCPT], raw)
     assert out.verdict.outcome == "accept"
     assert [(d.finding.code, d.action.value) for d in tx.decisions] == [("dkim.fail", "log")]
-    head = out.verdict.data.split(b"\r\n\r\n")[0]
+    head = out.data.split(b"\r\n\r\n")[0]
     assert b"dkim=fail header.d=signed.test header.s=sel1 header.b=" in head
 
 
@@ -156,7 +156,7 @@ async def test_good_signature_passes_dmarc_even_from_a_wrong_ip(dns_server):
     tx, out = await transact(ALL, dns_server.address, "bounce@company.test", [RCPT], raw,
                              client_ip=BAD_IP)
     assert out.verdict.outcome == "accept" and codes(tx) == []
-    head = out.verdict.data.split(b"\r\n\r\n")[0].decode()
+    head = out.data.split(b"\r\n\r\n")[0].decode()
     assert head.startswith(
         "Authentication-Results: mx.dienbien.gov.vn;\r\n\tspf=none "
         "smtp.mailfrom=bounce@company.test;\r\n\tdkim=pass header.d=signed.test "
@@ -180,7 +180,7 @@ async def test_quarantine_is_tagged(dns_server):
     assert out.verdict.outcome == "accept"
     assert [(d.finding.code, d.action.value) for d in tx.decisions] == [
         ("dmarc.quarantine", "tag")]
-    assert b"X-Relay-DMARC: fail; policy=quarantine; from=quarantined.test" in out.verdict.data
+    assert b"X-Relay-DMARC: fail; policy=quarantine; from=quarantined.test" in out.data
 
 
 async def test_p_none_and_no_record_are_no_finding(dns_server):

@@ -55,7 +55,7 @@ async def test_add_header_is_a_tag(rspamd):
     assert out.verdict.outcome == "accept"
     assert [(d.finding.code, d.action.value) for d in tx.decisions] == [
         ("rspamd.add_header", "tag")]
-    assert b"\r\nX-Spam: Yes; score=" in b"\r\n" + out.verdict.data
+    assert b"\r\nX-Spam: Yes; score=" in b"\r\n" + out.data
 
 
 async def test_rspamd_down_tempfails():

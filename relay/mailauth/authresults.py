@@ -45,13 +45,14 @@ def authserv_id_of(field_value: bytes) -> bytes | None:
 
 
 def strip_ours(raw: bytes, authserv_id: str) -> bytes:
-    """The message without the Authentication-Results fields that carry our id."""
+    """The message without the Authentication-Results fields that carry our id
+    (`raw` itself when there is none)."""
     head, _ = split_header(raw)
     if HEADER.lower().encode() not in head.lower():
         return raw
     ours = authserv_id.lower().encode("utf-8", "replace")
     kept: list[bytes] = []
-    dropping = False
+    dropping = dropped = False
     for line in head.splitlines(keepends=True):
         if line[:1] in (b" ", b"\t"):
             if not dropping:
@@ -62,6 +63,9 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
             authserv_id_of(_unfolded(head, line, rest)) == ours
         if not dropping:
             kept.append(line)
+        dropped = dropped or dropping
+    if not dropped:
+        return raw  # the same object: nothing to replace
     return b"".join(kept) + raw[len(head):]
 
 
