@@ -323,6 +323,22 @@ class DkimSigningConfig(Section):
         return domain in (self.domains or config.server.local_domains)
 
 
+class WebConfig(Section):
+    """`relay web`: the read-only console for auditors and petition officers."""
+
+    bind: HostPort = ("127.0.0.1", 8025)  # behind the agency's reverse proxy for TLS, or:
+    tls_cert: StrictStr = ""  # PEM chain: serve HTTPS directly
+    tls_key: StrictStr = ""  # empty with tls_cert set: the key is in tls_cert
+    session_timeout: Duration = 1800.0  # a session unused this long ends
+    session_lifetime: Duration = 12 * 3600.0  # ... and any session after this long
+    max_failures: StrictInt = Field(5, ge=1, le=1000)  # failed logins in a row before a lockout
+    lockout: Duration = 900.0  # how long a locked account is refused, even with the right password
+    language: Literal["vi", "en"] = "vi"  # default; each user can switch
+    trusted_proxies: list[Network] = []  # reverse proxies whose X-Forwarded-For/-Proto count
+    page_size: StrictInt = Field(50, ge=5, le=500)
+    render_timeout: Duration = 10.0  # one archived message is parsed for display within this
+
+
 class Config(Section):
     server: ServerConfig = ServerConfig()
     listeners: dict[str, ListenerConfig] = {
@@ -338,6 +354,7 @@ class Config(Section):
     dns: DnsConfig = DnsConfig()
     dkim_signing: DkimSigningConfig = DkimSigningConfig()
     inspection: InspectionConfig = InspectionConfig()
+    web: WebConfig = WebConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )

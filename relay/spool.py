@@ -213,5 +213,20 @@ class Spool:
                 True: (self.hold_dir,)}[held]
         for d in dirs:
             for path in sorted(d.iterdir()):
-                if not path.name.startswith(".") and not path.name.endswith(".json"):
+                if is_message(path.name):
                     yield path.name
+
+
+def is_message(name: str) -> bool:
+    """A queued message's file (not its state file, not a half-written temporary)."""
+    return not name.startswith(".") and not name.endswith(".json")
+
+
+def count(root: Path) -> tuple[int, int]:
+    """(waiting, held) messages under a spool root, read-only: for a status page that
+    must not create the spool's folders the way `Spool()` does."""
+    found = []
+    for sub in ("active", "hold"):
+        with os.scandir(root / sub) as entries:
+            found.append(sum(1 for e in entries if is_message(e.name)))
+    return found[0], found[1]

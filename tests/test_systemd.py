@@ -18,6 +18,8 @@ UNITS = {
                       "SyslogIdentifier=relay"),
     "relay-milter.service": (*COMMON, "ExecStart=/usr/bin/relay milter",
                              "Before=postfix.service"),
+    "relay-web.service": (*COMMON, "ExecStart=/usr/bin/relay web", "CapabilityBoundingSet=\n",
+                          "SyslogIdentifier=relay-web", "MemoryMax="),
 }
 
 

@@ -77,6 +77,14 @@ class Worker:
         self.reader, self.writer = reader, writer
         self.max_payload = max_payload
         self.idle_since = time.monotonic()
+        # the process's sentinel becomes readable when it exits: no poll per message
+        self.dead = False
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(process.sentinel, self._exited)
+
+    def _exited(self) -> None:
+        self.dead = True
+        self._loop.remove_reader(self.process.sentinel)
 
     @property
     def pid(self) -> int:
@@ -102,9 +110,12 @@ class Worker:
         return await self.read()
 
     def alive(self) -> bool:
-        return bool(self.process.is_alive())
+        return not self.dead
 
     async def stop(self, kill: bool = False) -> None:
+        if not self.dead:
+            self._loop.remove_reader(self.process.sentinel)
+            self.dead = True
         self.writer.close()  # the worker exits at the end of its socket
         if kill and self.process.is_alive():
             self.process.kill()
