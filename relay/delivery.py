@@ -9,6 +9,7 @@ smuggling: the stock Postfix on Debian 12 still accepts bare LF).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import ssl
@@ -21,7 +22,10 @@ import aiosmtplib
 
 from relay.config import Config
 from relay.durable import fsync_dir, write_durably
+from relay.mailauth.signing import Signer, SigningError
 from relay.spool import QueueEnvelope
+
+log = logging.getLogger(__name__)
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -333,6 +337,7 @@ class Router:
             self.local = SmtpBackend(b.host, b.port, hostname, b.timeout, b.max_connections)
         else:
             self.local = LmtpBackend(b.host, b.port, hostname, b.timeout)
+        self.signer = Signer(config)  # [dkim_signing]: outbound mail of our domains
         out = config.outbound
         self.outbound: Backend | None = None
         if out.relayhost is not None:
@@ -353,8 +358,21 @@ class Router:
                 results.update({r: Result("temporary", "no route: outbound.relayhost is not set")
                                 for r in remote})
             else:
-                results.update(await self.outbound.deliver(env, data, remote))
+                results.update(await self._outbound(env, data, remote))
         return results
+
+    async def _outbound(self, env: QueueEnvelope, data: bytes, remote: list[str]
+                        ) -> dict[str, Result]:
+        """To the relayhost, DKIM-signed where it is ours to sign (after every change the
+        relay made, so the signature survives); a key that cannot be read defers."""
+        assert self.outbound is not None
+        try:
+            data = await asyncio.to_thread(self.signer.sign, data, env.auth_login is not None,
+                                           env.client_ip)
+        except SigningError as exc:
+            log.error("queue %s: %s", env.queue_id, exc)
+            return {r: Result("temporary", f"451 4.3.0 {exc}") for r in remote}
+        return await self.outbound.deliver(env, data, remote)
 
     async def close(self) -> None:
         await self.local.close()

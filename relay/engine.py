@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from policies.base import Context, Policy
+from relay import mailauth
 from relay.config import Config
+from relay.mailauth import authresults
 from relay.message import Message, MessageTooComplex
 from relay.model import (
     ACTION_STRENGTH,
@@ -175,8 +177,14 @@ class Engine:
         for d in tx.decisions:
             if d.action is Action.TAG:
                 tx.added_headers.append(tag_header(d.finding))
-        return Verdict(Outcome.ACCEPT, ACCEPTED, Message.prepend_headers(b"", tx.added_headers),
-                       None if converted is raw else converted)
+        prefix = Message.prepend_headers(b"", tx.added_headers)
+        # sender authentication (spf/dkim/dmarc policies): our Authentication-Results
+        # on top, forged ones with our authserv-id removed (relay/mailauth/authresults.py)
+        if mailauth.results(tx):
+            hostname = self.config.server.hostname
+            prefix = authresults.render(hostname, mailauth.results(tx)) + prefix
+            converted = authresults.strip_ours(converted, hostname)
+        return Verdict(Outcome.ACCEPT, ACCEPTED, prefix, None if converted is raw else converted)
 
     # --- relay control -----------------------------------------------------------
     def may_relay(self, tx: Transaction, recipient: str) -> bool:

@@ -13,9 +13,19 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import archive, directory, milter, queue, serve, testmessage, text, web
+    from relay.cli import (
+        archive,
+        directory,
+        dkim,
+        milter,
+        queue,
+        serve,
+        testmessage,
+        text,
+        web,
+    )
 
-    for module in (serve, testmessage, queue, directory, archive, text, milter, web):
+    for module in (serve, testmessage, queue, directory, archive, text, milter, web, dkim):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -165,21 +165,47 @@ def mailbox_add(address: str, kind: str, agency_code: str, name: str | None,
 @config_option
 @json_option
 def mailbox_show(address: str, config_path: Path | None, as_json: bool) -> None:
-    """One mailbox with its delegations."""
-    box = _directory(config_path).mailbox(address)
+    """One mailbox with its delegations and its sending rate (policy rate_limit)."""
+    directory = _directory(config_path)
+    box = directory.mailbox(address)
     if box is None:
         raise click.ClickException(f"no mailbox {printable(address)}")
+    box["rate"] = _rate(directory, box["address"])
     if as_json:
         print_json(box)
         return
     for key, value in box.items():
-        if key != "delegations":
+        if key not in ("delegations", "rate"):
             click.echo(f"{key:<12} {printable(value) if value is not None else '-'}")
+    rate = box["rate"]
+    if rate["limit"] or rate["refused_last_7d"]:
+        state = "OVER THE LIMIT" if rate["over"] else "ok"
+        click.echo(f"{'rate':<12} {rate['count']:g} messages in the window, limit "
+                   f"{rate['limit'] or '-'}: {state}")
+    if rate["refused_last_7d"]:
+        click.secho(f"{'rate_limited':<12} {rate['refused_last_7d']} messages refused in the "
+                    f"last 7 days, last at {rate['last_refused']:%Y-%m-%d %H:%M} UTC "
+                    f"(a stolen password? Điều 7.4)", fg="red")
     for d in box["delegations"]:
         state = "active" if d["active"] else "ended"
         click.echo(f"delegate     {printable(d['address'] or d['hr_id'])} "
                    f"({printable(d['person'])}) {state}, "
                    f"from {d['valid_from']:%Y-%m-%d}, basis: {printable(d['basis'])}")
+
+
+def _rate(directory: Directory, address: str) -> dict[str, Any]:
+    """The login's counters of the `rate_limit` policy (relay.ratelimit)."""
+    from pydantic import ValidationError
+
+    from policies.rate_limit import Options
+    from relay.ratelimit import usage
+
+    table = directory.config.policies.get("rate_limit")
+    try:
+        limit = Options.model_validate(table).per_login if table is not None else None
+    except ValidationError:
+        limit = None  # `relay check-config` names the key; show the counts anyway
+    return usage(directory.db, "login", address, limit)
 
 
 @mailbox.command("list")

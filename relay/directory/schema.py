@@ -184,3 +184,18 @@ class State(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class RateCounter(Base):
+    """Messages per login or client IP in one fixed window (`relay.ratelimit`), shared by
+    every relay node; `refused` counts the attempts the limit turned away."""
+
+    __tablename__ = "directory_rate_counters"
+
+    scope: Mapped[str] = mapped_column(sa.String(16), primary_key=True)  # login | ip
+    key: Mapped[str] = mapped_column(sa.String(254), primary_key=True)
+    window_start: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)  # Unix seconds
+    window: Mapped[int] = mapped_column(sa.Integer)  # its length in seconds
+    count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    refused: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
