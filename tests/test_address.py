@@ -1,0 +1,183 @@
+"""Address syntax (RFC 5321, RFC 6531) and the DSN builder, by example and by fuzzing.
+
+The fuzz tests are bounded (examples and a deadline per example) so CI stays fast;
+`HYPOTHESIS_PROFILE=long` runs them longer by hand."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay.address import mailbox_name, sender_routing, valid_address
+from relay.dsn import build_dsn, field_value, parse_dsn_recipients
+from relay.spool import QueueEnvelope
+
+settings.register_profile("ci", max_examples=300, deadline=500,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=20_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Python's str.splitlines() breaks at each of these; the email package folds at them
+LINE_BREAKERS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+@pytest.mark.parametrize("address", [
+    "annv@dienbien.gov.vn",
+    "a.b-c+tag@example.org",
+    "o'brien/x=y@example.org",
+    "!#$%&'*+-/=?^_`{|}~@example.org",
+    '"a b"@example.org',
+    '"a\\"b"@example.org',
+    '"v@example.net"@dienbien.gov.vn',
+    "user@[192.0.2.1]",
+    "user@[IPv6:2001:db8::1]",
+    "a@b",
+    "x" * 64 + "@example.org",
+])
+def test_valid_ascii_addresses(address: str):
+    assert valid_address(address, smtputf8=False)
+
+
+@pytest.mark.parametrize("address", ["người.gửi@example.org", '"người gửi"@example.org',
+                                     "an@điệnbiên.vn"])
+def test_utf8_addresses_need_smtputf8(address: str):
+    assert valid_address(address, smtputf8=True)
+    assert not valid_address(address, smtputf8=False)
+
+
+@pytest.mark.parametrize("address", [
+    "", "@example.org", "a@", "a", "a@@b", ".a@b", "a.@b", "a..b@b", "a b@b", "a\x00b@b",
+    "a@b..c", "a@-b", "a@b-", "a@b_c", "a@[300.1.1.1]", "a@[IPv6:zz::1]", "a@[1.2.3.4",
+    '""@b', '"a@b', 'a"@b', '"a"b"@b', '"a\\"@b', '"a\x7f"@b', '"a\tb"@b',
+    "x" * 65 + "@b", "a@" + "b" * 64 + ".org", "a@" + ("b" * 60 + ".") * 5 + "org",
+    '"x\u2028Bcc: evil@example.net"@example.org',  # the reproduced DSN injection
+    '"x\u2029y"@example.org', '"x\x85y"@example.org', "x\u2028y@example.org",
+    '"x\u200by"@example.org', "x\u202ey@example.org", "a@b\u2028c", "a@b\u00a0c",
+    '"x\ud800y"@example.org', '"x\x1cy"@example.org',
+])
+def test_invalid_addresses(address: str):
+    assert not valid_address(address, smtputf8=True)
+
+
+def test_length_limits_count_octets():
+    assert valid_address("ư" * 32 + "@example.org")  # 64 octets
+    assert not valid_address("ư" * 33 + "@example.org")  # 66 octets, 33 characters
+
+
+@pytest.mark.parametrize("address,routed,name", [
+    ("annv@dienbien.gov.vn", False, "annv@dienbien.gov.vn"),
+    ("AnNV@DienBien.gov.vn", False, "annv@dienbien.gov.vn"),
+    ("v%example.net@dienbien.gov.vn", True, "v%example.net@dienbien.gov.vn"),
+    ("v!example.net@dienbien.gov.vn", True, "v!example.net@dienbien.gov.vn"),
+    ('"v@example.net"@dienbien.gov.vn', True, None),
+    ('"annv"@dienbien.gov.vn', False, None),
+    ("x/y@dienbien.gov.vn", False, None),
+    ("a\x00b@dienbien.gov.vn", False, None),
+])
+def test_routing_and_mailbox_names(address: str, routed: bool, name: str | None):
+    assert sender_routing(address) is routed
+    assert mailbox_name(address) == name
+
+
+# --- fuzzing ---------------------------------------------------------------------------
+SAFE_FIELD = re.compile(r"[^\x00-\x1f\x7f\x85\u2028\u2029]*")
+
+
+@given(st.text(max_size=300))
+def test_fuzz_a_valid_address_carries_no_line_breaker_or_control(text: str):
+    for smtputf8 in (False, True):
+        if valid_address(text, smtputf8):
+            assert not any(ch in text for ch in LINE_BREAKERS)
+            assert all(ch.isprintable() for ch in text)
+            assert len(text.encode("utf-8")) <= 254
+            assert smtputf8 or text.isascii()
+            name = mailbox_name(text)
+            assert name is None or ("/" not in name and not name.startswith("."))
+
+
+ATEXT = st.sampled_from(list("abcXYZ019!#$%&'*+-/=?^_`{|}~") + ["ư", "đ", "\u2028", "\x85"])
+LOCAL = st.one_of(
+    st.lists(st.text(ATEXT, min_size=1, max_size=8), min_size=1, max_size=4).map(".".join),
+    st.text(max_size=20).map(lambda t: '"' + t + '"'),
+)
+DOMAIN = st.one_of(st.just("example.org"), st.just("dienbien.gov.vn"),
+                   st.text(min_size=1, max_size=20).map(lambda t: t + ".vn"))
+ADDRESS = st.builds(lambda local, domain: f"{local}@{domain}", LOCAL, DOMAIN)
+
+
+@given(ADDRESS)
+def test_fuzz_structured_addresses(address: str):
+    """Closer to the grammar than random text: the same promises must hold."""
+    if valid_address(address):
+        assert not any(ch in address for ch in LINE_BREAKERS)
+        assert valid_address(address.lower())  # case never makes an address invalid
+
+
+TOP_FIELDS = ["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted",
+              "MIME-Version", "Content-Type"]
+RECIPIENT_FIELDS = ["Final-Recipient", "Action", "Status", "Diagnostic-Code"]
+
+
+def field_names(head: bytes) -> list[str]:
+    """Names of the fields of a header block: continuation lines start with whitespace."""
+    return [line.split(b":", 1)[0].decode() for line in head.split(b"\r\n")
+            if line and line[:1] not in (b" ", b"\t")]
+
+
+def assert_dsn_shape(dsn: bytes, failures: dict[str, str]) -> None:
+    head, _, body = dsn.partition(b"\r\n\r\n")
+    assert field_names(head) == TOP_FIELDS
+    assert b"\r\n" not in dsn.replace(b"\r\n", b"")  # no bare CR or LF
+    for breaker in LINE_BREAKERS[4:]:
+        assert breaker.encode() not in head  # no Unicode line breaker in any field
+    msg = email.message_from_bytes(dsn, policy=email.policy.default)
+    assert [k for k in msg.keys()] == TOP_FIELDS  # the parser agrees
+    parts = list(msg.iter_parts())
+    assert len(parts) == 3
+    status = parts[1].get_payload(decode=False)
+    text = status if isinstance(status, str) else parts[1].as_string()
+    blocks = [b for b in re.split(r"\r?\n\r?\n", text.strip()) if b.strip()]
+    per_recipient = [b for b in blocks if "Final-Recipient" in b]
+    assert len(per_recipient) == len(failures)
+    for block in per_recipient:
+        names = [line.split(":", 1)[0] for line in re.split(r"\r?\n", block)
+                 if line and not line[0].isspace() and not line.startswith("Content-")]
+        assert names == RECIPIENT_FIELDS
+
+
+@given(sender=st.one_of(ADDRESS, st.text(max_size=80)),
+       failures=st.dictionaries(st.one_of(ADDRESS, st.text(max_size=60)),
+                                st.text(max_size=200), min_size=1, max_size=3),
+       original=st.binary(max_size=300), hostname=st.text(min_size=1, max_size=40),
+       expired=st.booleans())
+def test_fuzz_dsn_has_exactly_its_fields(sender: str, failures: dict[str, str], original: bytes,
+                                         hostname: str, expired: bool):
+    """Whatever the envelope, replies, original header and host name hold, the bounce has
+    its eight top fields and four per recipient: nothing folds into a new field."""
+    env = QueueEnvelope(queue_id="0123456789ABCDEF", sender=sender, recipients=list(failures))
+    dsn = build_dsn(env, original, failures, hostname, expired=expired)
+    assert_dsn_shape(dsn, failures)
+
+
+@given(st.text(max_size=2000))
+def test_fuzz_field_value_is_one_line(text: str):
+    value = field_value(text)
+    assert SAFE_FIELD.fullmatch(value)
+    assert len(value.encode()) <= 900
+
+
+def test_dsn_for_a_line_separator_address_stays_in_its_field():
+    """The reproduced injection: what came out as Bcc: and X-Injected: fields."""
+    sender = '"x\u2028Bcc: evil@example.net\u2028X-Injected: 1"@example.org'
+    failures = {'"r\u2029X-Y: z"@dienbien.gov.vn': "550 5.1.1 no\u0085X-Z: 1"}
+    dsn = build_dsn(QueueEnvelope("Q1", sender, list(failures)), b"Subject: s\r\n\r\nb\r\n",
+                    failures, "mail.dienbien.gov.vn")
+    assert_dsn_shape(dsn, failures)
+    assert b"\nBcc:" not in dsn and b"\nX-Injected:" not in dsn and b"\nX-Z:" not in dsn
+    assert parse_dsn_recipients(dsn)[0][1] == "5.1.1"
