@@ -9,6 +9,7 @@ smuggling: the stock Postfix on Debian 12 still accepts bare LF).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import ssl
@@ -19,9 +20,13 @@ from typing import Protocol
 
 import aiosmtplib
 
+from relay.address import mailbox_name
 from relay.config import Config
 from relay.durable import fsync_dir, write_durably
+from relay.files import private_dir
 from relay.spool import QueueEnvelope
+
+log = logging.getLogger(__name__)
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -74,7 +79,7 @@ class MaildirBackend:
     def _deliver_one(self, rcpt: str, data: bytes) -> Result:
         folder = self.root / mailbox_folder(rcpt)
         for sub in ("tmp", "new", "cur"):
-            (folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(folder / sub, 0o700)
         name = self._unique()
         tmp = folder / "tmp" / name
         write_durably(tmp, data)
@@ -86,10 +91,15 @@ class MaildirBackend:
                       ) -> dict[str, Result]:
         results = {}
         for rcpt in recipients:
+            if mailbox_name(rcpt) is None:  # the engine refuses these at RCPT since issue 10
+                results[rcpt] = Result("permanent", "553 5.1.3 not a valid mailbox name")
+                continue
             headers = (f"Return-Path: <{env.sender}>\r\nDelivered-To: {rcpt}\r\n").encode()
             try:
                 results[rcpt] = await asyncio.to_thread(self._deliver_one, rcpt, headers + data)
-            except OSError as exc:
+            except Exception as exc:  # one recipient's failure keeps the others' results
+                if not isinstance(exc, OSError):
+                    log.exception("queue %s: maildir delivery to %r", env.queue_id, rcpt)
                 results[rcpt] = Result("temporary", f"451 4.3.0 maildir write failed: {exc}")
         return results
 
@@ -99,8 +109,8 @@ class MaildirBackend:
 
 def mailbox_folder(address: str) -> str:
     """The Maildir folder name of an address: lowercased, no path tricks."""
-    name = address.strip().lower()
-    if not name or name.startswith(".") or "/" in name or "\0" in name:
+    name = mailbox_name(address)
+    if name is None:
         raise ValueError(f"unsafe mailbox name {address!r}")
     return name
 
@@ -146,12 +156,12 @@ class SmtpBackend:
         async with self._slots:
             try:
                 client = await self._connect()
-            except (aiosmtplib.SMTPException, OSError) as exc:
+            except Exception as exc:  # every failure is a per-recipient result
                 return {r: Result("temporary", f"connect to {self.host}:{self.port}: {exc}")
                         for r in recipients}
             try:
                 results = await self._transaction(client, env, data, recipients)
-            except (aiosmtplib.SMTPException, OSError) as exc:
+            except Exception as exc:  # every failure is a per-recipient result
                 client.close()
                 return {r: Result("temporary", f"{self.host}:{self.port}: {exc}")
                         for r in recipients}
@@ -270,7 +280,7 @@ class LmtpBackend:
         async with self._lock:
             try:
                 await self._deliver(env, data, recipients, results)
-            except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
+            except Exception as exc:  # every failure is a per-recipient result
                 if self._conn is not None:
                     self._conn[1].close()
                     self._conn = None
@@ -317,6 +327,28 @@ class LmtpBackend:
             self._conn = None
 
 
+async def guarded(backend: Backend, env: QueueEnvelope, data: bytes, recipients: list[str]
+                  ) -> dict[str, Result]:
+    """backend.deliver() that cannot raise and answers for every recipient it was given.
+
+    A backend bug (an exception it did not expect) is a temporary failure of the
+    recipients it had not answered for: retried with backoff, bounced when the queue
+    lifetime ends; never a retry loop that saves no state."""
+    try:
+        results = await backend.deliver(env, data, recipients)
+    except Exception as exc:
+        log.exception("queue %s: %s failed", env.queue_id, type(backend).__name__)
+        results = {}
+        reason = f"451 4.3.0 internal error in delivery: {type(exc).__name__}"
+    else:
+        reason = "451 4.3.0 no result from the delivery backend"
+    wanted = set(recipients)
+    out = {r: result for r, result in results.items() if r in wanted}
+    for rcpt in recipients:
+        out.setdefault(rcpt, Result("temporary", reason))
+    return out
+
+
 class Router:
     """Local recipients go to the backend, others to the relayhost."""
 
@@ -339,17 +371,18 @@ class Router:
 
     async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
                       ) -> dict[str, Result]:
+        """A result for every recipient, whatever a backend does (issue 10, item 1)."""
         local = [r for r in recipients if self.config.is_local(r)]
         remote = [r for r in recipients if not self.config.is_local(r)]
         results: dict[str, Result] = {}
         if local:
-            results.update(await self.local.deliver(env, data, local))
+            results.update(await guarded(self.local, env, data, local))
         if remote:
             if self.outbound is None:
                 results.update({r: Result("temporary", "no route: outbound.relayhost is not set")
                                 for r in remote})
             else:
-                results.update(await self.outbound.deliver(env, data, remote))
+                results.update(await guarded(self.outbound, env, data, remote))
         return results
 
     async def close(self) -> None:
