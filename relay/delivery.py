@@ -178,21 +178,35 @@ class SmtpBackend:
 
     async def _transaction(self, client: aiosmtplib.SMTP, env: QueueEnvelope, data: bytes,
                            recipients: list[str]) -> dict[str, Result]:
+        results: dict[str, Result] = {}
         options = []
-        if client.supports_extension("smtputf8") and not _is_ascii(env.sender, recipients):
-            options.append("SMTPUTF8")
+        encoding = "ascii"
+        if not _is_ascii(env.sender, recipients):
+            if not client.supports_extension("smtputf8"):
+                # RFC 6531 3.2: never downgrade; refused for good rather than retried
+                refused = Result("permanent", "553 5.6.7 next server has no SMTPUTF8 for a "
+                                              "UTF-8 address")
+                if not env.sender.isascii():
+                    return {r: refused for r in recipients}
+                results = {r: refused for r in recipients if not r.isascii()}
+                recipients = [r for r in recipients if r.isascii()]
+                if not recipients:
+                    return results
+            else:
+                options.append("SMTPUTF8")
+                encoding = "utf-8"  # aiosmtplib sends commands in ASCII unless told
         if client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         try:
-            await client.mail(env.sender, options=options)
+            await client.mail(env.sender, options=options, encoding=encoding)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
-            return {r: result_for_code(exc.code, exc.message) for r in recipients}
-        results: dict[str, Result] = {}
+            results.update({r: result_for_code(exc.code, exc.message) for r in recipients})
+            return results
         accepted = []
         for rcpt in recipients:
             try:
-                await client.rcpt(rcpt)
+                await client.rcpt(rcpt, encoding=encoding)
                 accepted.append(rcpt)
             except aiosmtplib.SMTPResponseException as exc:
                 results[rcpt] = result_for_code(exc.code, exc.message)

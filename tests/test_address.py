@@ -5,8 +5,6 @@ The fuzz tests are bounded (examples and a deadline per example) so CI stays fas
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import re
 
@@ -17,14 +15,12 @@ from hypothesis import strategies as st
 from relay.address import mailbox_name, sender_routing, valid_address
 from relay.dsn import build_dsn, field_value, parse_dsn_recipients
 from relay.spool import QueueEnvelope
+from tests.dsn_helpers import LINE_BREAKERS, assert_dsn_shape
 
 settings.register_profile("ci", max_examples=300, deadline=500,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-# Python's str.splitlines() breaks at each of these; the email package folds at them
-LINE_BREAKERS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 @pytest.mark.parametrize("address", [
@@ -117,38 +113,6 @@ def test_fuzz_structured_addresses(address: str):
     if valid_address(address):
         assert not any(ch in address for ch in LINE_BREAKERS)
         assert valid_address(address.lower())  # case never makes an address invalid
-
-
-TOP_FIELDS = ["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted",
-              "MIME-Version", "Content-Type"]
-RECIPIENT_FIELDS = ["Final-Recipient", "Action", "Status", "Diagnostic-Code"]
-
-
-def field_names(head: bytes) -> list[str]:
-    """Names of the fields of a header block: continuation lines start with whitespace."""
-    return [line.split(b":", 1)[0].decode() for line in head.split(b"\r\n")
-            if line and line[:1] not in (b" ", b"\t")]
-
-
-def assert_dsn_shape(dsn: bytes, failures: dict[str, str]) -> None:
-    head, _, body = dsn.partition(b"\r\n\r\n")
-    assert field_names(head) == TOP_FIELDS
-    assert b"\r\n" not in dsn.replace(b"\r\n", b"")  # no bare CR or LF
-    for breaker in LINE_BREAKERS[4:]:
-        assert breaker.encode() not in head  # no Unicode line breaker in any field
-    msg = email.message_from_bytes(dsn, policy=email.policy.default)
-    assert [k for k in msg.keys()] == TOP_FIELDS  # the parser agrees
-    parts = list(msg.iter_parts())
-    assert len(parts) == 3
-    status = parts[1].get_payload(decode=False)
-    text = status if isinstance(status, str) else parts[1].as_string()
-    blocks = [b for b in re.split(r"\r?\n\r?\n", text.strip()) if b.strip()]
-    per_recipient = [b for b in blocks if "Final-Recipient" in b]
-    assert len(per_recipient) == len(failures)
-    for block in per_recipient:
-        names = [line.split(":", 1)[0] for line in re.split(r"\r?\n", block)
-                 if line and not line[0].isspace() and not line.startswith("Content-")]
-        assert names == RECIPIENT_FIELDS
 
 
 @given(sender=st.one_of(ADDRESS, st.text(max_size=80)),
