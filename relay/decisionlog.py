@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay.files import open_append
 from relay.metrics import FINDINGS, TRANSACTIONS
 from relay.model import Outcome, Reply, Transaction
 
@@ -37,10 +38,9 @@ def record(tx: Transaction, outcome: Outcome, reply: Reply | str) -> dict[str, A
 
 class DecisionLog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._fh = path.open("a", encoding="utf-8", buffering=1)
+        self._fh = open_append(path)  # 0640: addresses and logins are personal data
 
     def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
         entry = record(tx, outcome, reply)
