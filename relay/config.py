@@ -86,7 +86,20 @@ def check_network(value: Any) -> str:
         raise ValueError(f"expected a CIDR such as 10.0.0.0/8, got {value!r}") from None
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from 1048576, "512MiB", "1 GiB", "20MB" (powers of 1024 either way)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
+    raise ValueError(f"expected a size such as 1048576, \"512MiB\" or \"1GiB\", got {value!r}")
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 HostPort = Annotated[tuple[str, int], BeforeValidator(parse_hostport)]
 Domain = Annotated[StrictStr, AfterValidator(check_domain)]
 Network = Annotated[str, BeforeValidator(check_network)]
@@ -200,6 +213,24 @@ class MilterConfig(Section):
     metrics_bind: HostPort | None = None
 
 
+class InspectionConfig(Section):
+    """The DATA stage (MIME parsing, content policies) in worker processes with budgets."""
+
+    # worker processes kept ready per front process; 0: one per core
+    workers: StrictInt = Field(0, ge=0, le=256)
+    # more are started when all are busy (a few slow messages must not stall the rest)
+    max_workers: StrictInt = Field(0, ge=0, le=1024)  # 0: 4 x workers
+    timeout: Duration = 20.0  # wall time per message; past it the worker is killed
+    max_memory: Size = Field(1024 ** 3, ge=64 * 1024 ** 2)  # per worker (RLIMIT_DATA)
+    max_parts: StrictInt = Field(1000, ge=1, le=1_000_000)  # MIME parts per message
+    max_depth: StrictInt = Field(20, ge=1, le=1000)  # MIME nesting
+    # what a message over budget gets (inspection.timeout | .memory | .too_complex);
+    # a crashed worker is always a temporary failure
+    action: Literal["reject", "tempfail", "tag", "log"] = "tempfail"
+    actions: dict[Literal["inspection.timeout", "inspection.memory", "inspection.too_complex"],
+                  Literal["reject", "tempfail", "tag", "log"]] = {}
+
+
 class ArchiveConfig(Section):
     """Điều 8: what is archived, where, how it is signed and how long it is kept."""
 
@@ -231,6 +262,7 @@ class Config(Section):
     directory: DirectoryConfig = DirectoryConfig()
     milter: MilterConfig = MilterConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    inspection: InspectionConfig = InspectionConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )

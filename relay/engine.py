@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from policies.base import Context, Policy
 from relay.address import mailbox_name, sender_routing, valid_address
 from relay.config import Config
-from relay.message import Message
+from relay.message import Message, MessageTooComplex
 from relay.model import (
     ACTION_STRENGTH,
     Action,
@@ -166,7 +166,8 @@ class Engine:
     async def data(self, tx: Transaction, raw: bytes) -> Verdict:
         if len(raw) > self.config.server.max_message_size:
             return Verdict(Outcome.REJECT, self.oversize(tx, len(raw)), raw)
-        tx.message = Message(raw)
+        inspection = self.config.inspection
+        tx.message = Message(raw, inspection.max_parts, inspection.max_depth)
         tx.summary = tx.message.summary()
         reply = await self._decide(Stage.DATA, tx)
         if reply is not None:
@@ -227,6 +228,8 @@ class Engine:
         for policy in self._by_stage[stage]:
             try:
                 findings = await policy.check(stage, tx, recipient)
+            except (MemoryError, MessageTooComplex):
+                raise  # over the inspection budget: the inspector answers for the message
             except Exception:
                 # a broken policy must not let mail through unchecked: fail closed
                 log.exception("policy %s failed at %s", policy.name, stage)
@@ -254,7 +257,8 @@ class Engine:
             converted = policy.convert(tx, findings)
             if converted is not None and converted != raw:
                 raw = converted
-                tx.message = Message(raw)
+                limits = self.config.inspection
+                tx.message = Message(raw, limits.max_parts, limits.max_depth)
                 tx.conversions.extend(f.code for f in findings)
         return raw
 

@@ -22,3 +22,7 @@ QUEUE = Gauge("relay_queue_messages", "Messages in the queue (active and deferre
 def serve(bind: tuple[str, int]) -> None:
     host, port = bind
     start_http_server(port, addr=host)
+INSPECTION_WORKERS = Gauge("relay_inspection_workers", "Inspection worker processes running")
+INSPECTION_KILLS = Counter("relay_inspection_failures",
+                           "Messages whose inspection worker was killed or died, by reason",
+                           ["reason"])
