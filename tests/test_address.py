@@ -145,3 +145,43 @@ def test_dsn_for_a_line_separator_address_stays_in_its_field():
     assert_dsn_shape(dsn, failures)
     assert b"\nBcc:" not in dsn and b"\nX-Injected:" not in dsn and b"\nX-Z:" not in dsn
     assert parse_dsn_recipients(dsn)[0][1] == "5.1.1"
+
+
+# --- the engine's address rules, fuzzed --------------------------------------------------
+@pytest.fixture(scope="module")
+def engine_tx(tmp_path_factory: pytest.TempPathFactory):
+    """One engine for every example (hypothesis reruns the test body, not the fixture)."""
+    import asyncio
+
+    from relay.config import from_dict
+    from relay.engine import Engine
+    from relay.model import Transaction
+    from relay.policyset import configure
+    from relay.services import Services
+
+    config = from_dict({"server": {"state_dir": str(tmp_path_factory.mktemp("engine"))}})
+    services = Services.build(config, archive=False)
+    engine = Engine(config, configure(config), services)
+    loop = asyncio.new_event_loop()
+    yield loop, engine, Transaction(listener="mx", listener_kind="mx", client_ip="192.0.2.1")
+    loop.run_until_complete(services.aclose())
+    loop.close()
+
+
+@given(address=st.one_of(ADDRESS, st.text(max_size=80)), smtputf8=st.booleans())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_fuzz_engine_accepts_only_addresses_it_can_store(engine_tx, address: str,
+                                                         smtputf8: bool):
+    loop, engine, tx = engine_tx
+    tx.reset_envelope()
+    tx.smtputf8 = smtputf8
+    reply = loop.run_until_complete(engine.rcpt(tx, address))
+    if reply is None:
+        assert valid_address(address, smtputf8)
+        assert engine.config.is_local(address)  # an untrusted MX client relays nowhere
+        assert mailbox_name(address) is not None and not sender_routing(address)
+    else:
+        assert 400 <= reply.code < 600
+        text = reply.render(smtputf8)
+        assert all(line[:3].isdigit() for line in text.split("\r\n"))
+        assert not any(ch in text.replace("\r\n", "") for ch in LINE_BREAKERS)
