@@ -171,7 +171,7 @@ class AttachmentsPolicy(Policy):
         out: list[Finding] = []
         for part in parts:
             item = Item(f"part {part.path}", part.filename, part.content_type,
-                        real_type(part.payload))
+                        real_type(part.head(SNIFF_BYTES)))
             out.extend(self.judge(item))
             if self.opts.inspect_archives and item.real == "application/zip":
                 out.extend(self.inspect_zip(part, item))

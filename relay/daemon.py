@@ -20,7 +20,7 @@ from typing import Any
 
 from relay.config import Config, ConfigError, load
 from relay.files import DAEMON_UMASK
-from relay.policyset import PolicySet
+from relay.policyset import PolicySet, configure
 from relay.runtime import Runtime
 from relay.transaction import Hub
 
@@ -38,12 +38,15 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in text.splitlines())
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, tag: str = "") -> None:
+    """`tag` names the process (front1, front2...) when a daemon runs as several."""
     handler = logging.StreamHandler(sys.stderr)
+    where = f"[{tag}]" if tag else ""
     if sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s"))
     else:  # journald or a pipe: let the priority prefix carry the level
-        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+        handler.setFormatter(JournalFormatter(f"%(name)s{where}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -101,7 +104,10 @@ class Daemon:
         sd_notify("RELOADING=1\nMONOTONIC_USEC="
                   f"{int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)}")
         try:
-            runtime = await Runtime.build(load(self.config_path))
+            config = load(self.config_path)
+            policies = configure(config)
+            self.note_restart_needed(self.config, config)
+            await self.apply(config, policies)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
@@ -110,10 +116,12 @@ class Daemon:
             return
         finally:
             sd_notify("READY=1")
-        self.note_restart_needed(self.hub.runtime.config, runtime.config)
-        self.config = runtime.config
-        self.hub.swap(runtime)
+        self.config, self.policies = config, policies
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
+
+    async def apply(self, config: Config, policies: PolicySet) -> None:
+        """Serve new connections under a new configuration (one process: a new runtime)."""
+        self.hub.swap(await Runtime.build(config, policies))
 
     def note_restart_needed(self, old: Config, new: Config) -> None:
         """Log the changes a reload cannot apply (listening addresses)."""

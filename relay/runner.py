@@ -9,8 +9,10 @@ never zero times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from relay.config import Config
 from relay.delivery import Router
@@ -20,6 +22,9 @@ from relay.model import new_id
 from relay.spool import QueueEnvelope, RecipientState, Spool, State
 
 log = logging.getLogger(__name__)
+
+
+LARGE_MESSAGE = 4 * 1024 * 1024
 
 
 def backoff(attempts: int, minimum: float, maximum: float) -> float:
@@ -36,11 +41,11 @@ class QueueRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.queue.concurrency)
+        self._large = asyncio.Semaphore(1)
         self._stopping = False
         # attempts whose state could not be saved, and failed attempts in a row (in memory)
         self._unsaved: dict[str, State] = {}
         self._errors: dict[str, int] = {}
-        QUEUE.set_function(lambda: len(self._due))
 
     def submit(self, queue_id: str) -> None:
         """A new message is on disk: try it now."""
@@ -85,6 +90,7 @@ class QueueRunner:
             except TimeoutError:
                 pass
             self._wake.clear()
+            QUEUE.set(len(self._due))
             if time.monotonic() - last_scan >= self.config.queue.scan_interval:
                 self.rescan()
                 last_scan = time.monotonic()
@@ -95,11 +101,24 @@ class QueueRunner:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
 
+    @contextlib.asynccontextmanager
+    async def _memory(self, qid: str) -> AsyncIterator[None]:
+        """One large message in delivery at a time: a delivery holds the message (and the
+        SMTP client copies it), so several would cost several times their size."""
+        size = (await asyncio.to_thread(self.spool.load_envelope, qid)).size
+        if size <= LARGE_MESSAGE:
+            yield
+            return
+        async with self._large:
+            yield
+
     async def _attempt(self, qid: str) -> None:
         try:
-            async with self._slots:
+            async with self._slots, self._memory(qid):
                 await self._deliver(qid)
             self._errors.pop(qid, None)
+        except KeyError:  # deleted or held before the attempt began
+            self._forget(qid)
         except Exception:
             # the queue file or its state could not be read or written (a full disk, a
             # bug): back off as for a failed delivery; what the attempt learnt stays in

@@ -20,7 +20,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from relay.body import Body
 from relay.decisionlog import DecisionLog
 from relay.engine import POLICY_ERROR, Verdict, bilingual
 from relay.model import Outcome, Reply, Summary, Transaction
@@ -31,11 +33,31 @@ log = logging.getLogger(__name__)
 
 MAIL_OK = Reply(250, "2.1.0", ("OK",))
 RCPT_OK = Reply(250, "2.1.5", ("OK",))
+TOO_MANY_ERRORS = bilingual(421, "4.7.0", "Quá nhiều lệnh bị từ chối, đóng kết nối",
+                            "Too many errors, closing the connection")
 QUEUE_ERROR = bilingual(451, "4.3.0", "Không ghi được thư vào hàng đợi, xin gửi lại sau",
                         "Queue write failed, try again later")
 ARCHIVE_ERROR = bilingual(
     451, "4.3.0", "Không lưu trữ được thư của hộp thư công vụ, xin gửi lại sau (Điều 8)",
     "Could not archive official-mailbox mail, try again later (Article 8)")
+
+
+class Gate(Protocol):
+    """Who may connect (relay.anvil): asked by the front before it serves a client."""
+
+    async def admit(self, ip: str) -> Reply | None: ...
+
+    def release(self, ip: str) -> None: ...
+
+
+class Open:
+    """No limits (a dry run, tests of one conversation)."""
+
+    async def admit(self, ip: str) -> Reply | None:
+        return None
+
+    def release(self, ip: str) -> None:
+        pass
 
 
 @dataclass(eq=False)
@@ -46,6 +68,7 @@ class Hub:
     decisions: DecisionLog | None = None
     spool: Spool | None = None  # None: Postfix keeps the queue (milter), or a dry run
     on_queued: Callable[[str], None] = field(default=lambda queue_id: None)
+    gate: Gate = field(default_factory=Open)
     conversations: int = 0
 
     def swap(self, runtime: Runtime) -> None:
@@ -63,6 +86,8 @@ class Conversation:
         self._last_reply: Reply | None = None  # the last refusal, for the log line
         self._logged = False
         self._open = False  # a transaction began (MAIL) and has no log line yet
+        self.errors = 0  # refused commands in this connection
+        self.closing = False  # the front must close the connection after this reply
         hub.conversations += 1
 
     @property
@@ -79,36 +104,38 @@ class Conversation:
         self._open = True
         reply = await self._guarded(self.runtime.engine.mail(self.tx, sender, options))
         if reply is not None:
-            self._refused(reply)
             self.tx.mail_from = ""
-            return reply
+            return self._refused(reply)
         return MAIL_OK
 
     async def rcpt(self, recipient: str) -> Reply:
         reply = await self._guarded(self.runtime.engine.rcpt(self.tx, recipient))
         if reply is not None:
-            self._refused(reply)
-            return reply
+            return self._refused(reply)
         return RCPT_OK
 
-    async def data(self, raw: bytes, trace: bytes = b"") -> Verdict:
+    async def data(self, body: Body, trace: bytes = b"") -> Verdict:
         """Inspect, then accept (archive, queue) or refuse, and write the log line.
 
-        `trace` is the Received: field a receiving MTA adds (the SMTP front); the
-        verdict's data is the message as delivered, trace included."""
+        `trace` is the Received: field a receiving MTA adds (the SMTP front); it
+        joins the verdict's prefix, so the delivered message is prefix + message."""
         tx = self.tx
         try:
-            verdict = await self.runtime.inspector.inspect(tx, raw)
+            verdict = await self.runtime.inspector.inspect(tx, body)
         except Exception:
             log.exception("inspection failed for %s", tx.queue_id)
-            verdict = Verdict(Outcome.TEMPFAIL, POLICY_ERROR, raw)
+            verdict = Verdict(Outcome.TEMPFAIL, POLICY_ERROR)
         if tx.summary is None:
-            tx.summary = Summary(size=len(raw))
+            tx.summary = Summary(size=body.size)
         if verdict.outcome is Outcome.ACCEPT:
-            verdict.data = trace + verdict.data
-            reply = await self._accept(raw, verdict.data)
+            verdict.prefix = trace + verdict.prefix
+            try:
+                reply = await self._accept(body, verdict)
+            except Exception:  # never a 250 for what is not stored, never a traceback
+                log.exception("accepting %s failed", tx.queue_id)
+                reply = QUEUE_ERROR
             if reply is not None:
-                verdict = Verdict(Outcome.TEMPFAIL, reply, raw)
+                verdict = Verdict(Outcome.TEMPFAIL, reply)
             elif self.hub.spool is not None:
                 verdict.reply = Reply(250, "2.0.0", (f"OK queued as {tx.queue_id}",))
         self.finish(verdict.outcome, verdict.reply)
@@ -126,7 +153,7 @@ class Conversation:
         return reply
 
     # --- accepting --------------------------------------------------------------------
-    async def _accept(self, accepted: bytes, delivered: bytes) -> Reply | None:
+    async def _accept(self, body: Body, verdict: Verdict) -> Reply | None:
         """None once the message is durable where it must be; else the 4xx to give."""
         tx, spool = self.tx, self.hub.spool
         archive = self.runtime.services.archive
@@ -135,12 +162,15 @@ class Conversation:
             queued = QueueEnvelope(
                 queue_id=tx.queue_id, sender=tx.mail_from, recipients=list(tx.rcpt_to),
                 client_ip=tx.client_ip, listener=tx.listener, auth_login=tx.auth_login)
-            written = asyncio.ensure_future(spool.prepare(queued, delivered))
+            content = [verdict.prefix, body if verdict.replaced is None else verdict.replaced]
+            written = asyncio.ensure_future(spool.prepare(queued, content))
         reply: Reply | None = None
         try:
-            if archive is not None:
+            # only official mail is read whole here (the archive keeps its exact bytes)
+            if archive is not None and await archive.mailboxes.parties(tx):
                 try:
-                    await archive.record(tx, accepted, delivered)
+                    received = await asyncio.to_thread(body.read)
+                    await archive.record(tx, received, verdict.delivered(received))
                 except Exception:
                     log.exception("archive failed for %s", tx.queue_id)
                     reply = ARCHIVE_ERROR
@@ -170,8 +200,14 @@ class Conversation:
         if self._logged or not self._open:
             return
         self._logged = True
-        if decisions is not None:
-            decisions.write(self.tx, outcome, reply)
+        if decisions is None:
+            return
+        # what the client was sent, and never an exception: the reply is already decided
+        sent = reply.render(self.tx.smtputf8) if isinstance(reply, Reply) else reply
+        try:
+            decisions.write(self.tx, outcome, sent)
+        except Exception:
+            log.exception("decision log: could not write the line of %s", self.tx.queue_id)
 
     def reset(self) -> None:
         """RSET or a new MAIL: end the open transaction, start afresh."""
@@ -199,8 +235,18 @@ class Conversation:
                 self.finish(Outcome.of(last), last)
 
     # --- helpers ----------------------------------------------------------------------
-    def _refused(self, reply: Reply) -> None:
+    def _refused(self, reply: Reply) -> Reply:
+        """Count a refusal; past server.max_errors the connection is closed with 421."""
         self._last_reply = reply
+        self.errors += 1
+        if self.errors >= self.config.server.max_errors:
+            self.closing = True
+            return TOO_MANY_ERRORS
+        return reply
+
+    def refused(self, reply: Reply) -> Reply:
+        """A refusal the front gave itself (a malformed command): counted the same."""
+        return self._refused(reply)
 
     async def _guarded(self, call):  # noqa: ANN001 - an engine coroutine
         """An engine bug answers 451 rather than dropping the connection."""
@@ -239,6 +285,6 @@ async def walk(conversation: Conversation, sender: str, recipients: Sequence[str
     if not conversation.tx.rcpt_to:
         return out
     out.stage = "data"
-    out.verdict = await conversation.data(raw)
+    out.verdict = await conversation.data(Body.of(raw))
     out.reply = out.verdict.reply
     return out

@@ -136,3 +136,77 @@ def test_hostile_messages_get_their_reply_quickly(relay_factory, tmp_path, build
     thread.join(30)
     code, text, seconds = out[0]
     assert code in (250, 550, 554) and seconds < 30, (code, text, seconds)
+
+
+def process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rpartition(")")[2].split()[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def rss_mib(pid: int) -> int:
+    """Resident memory of a process and all its descendants (fronts, fork server, workers)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total // 1024
+
+
+def large_message(seed: int, size: int = 18 * 1024 * 1024) -> bytes:
+    """About 25 MB on the wire: an 18 MB attachment (a scanned report, say) in base64."""
+    import base64
+    import random
+
+    data = base64.encodebytes(random.Random(seed).randbytes(size)).replace(b"\n", b"\r\n")
+    return (b"From: a@example.org\r\nTo: an@dienbien.gov.vn\r\nSubject: big\r\n"
+            b"Date: Sun, 29 Nov 2026 10:00:00 +0700\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\nBao cao\r\n--XX\r\n"
+            b"Content-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64"
+            b"\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n" + data + b"--XX--\r\n")
+
+
+@pytest.mark.slow
+def test_four_parallel_25mb_messages_cost_less_than_400mb(relay_factory):
+    relay = relay_factory(policies={"headers": {}, "attachments": {}, "tcvn6909": {},
+                                    "webmail": {}})
+    messages = [large_message(i) for i in range(5)]
+    assert all(24_000_000 < len(m) < 26_214_400 for m in messages)
+    assert send(relay.mx, messages[4])[0] == 250  # warm: every process has done one
+    wait_for(lambda: relay.maildir(RCPT), timeout=30)
+    time.sleep(1)
+    base = peak = rss_mib(relay.proc.pid)
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, rss_mib(relay.proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    senders = [in_background(relay.mx, m) for m in messages[:4]]
+    for thread, _ in senders:
+        thread.join(120)
+    wait_for(lambda: len(relay.maildir(RCPT)) == 5, timeout=60)
+    stop.set()
+    sampler.join()
+    assert [out[0][0] for _, out in senders] == [250] * 4
+    assert peak - base < 400, f"RSS grew by {peak - base} MiB (from {base} MiB)"

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from relay import pidfile
-from relay.cli.common import config_option, load_config, print_json
+from relay.cli.common import config_option, load_config, print_json, printable
 from relay.config import Config
 from relay.spool import Spool
 
@@ -97,11 +97,12 @@ def list_(config_path: Path | None, as_json: bool) -> None:
             continue
         mark = {"hold": "!", "active": "*"}.get(entry["queue_name"], " ")
         arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(entry["arrival_time"]))
-        click.echo(f"{qid}{mark} {entry['message_size']:>8} {arrival}  <{entry['sender']}>")
-        for r in entry["recipients"]:
+        click.echo(f"{printable(qid)}{mark} {entry['message_size']:>8} {arrival}  "
+                   f"<{printable(entry['sender'])}>")
+        for r in entry["recipients"]:  # a delay reason is the remote server's reply text
             if "delay_reason" in r:
-                click.echo(f"    ({r['delay_reason']})")
-            click.echo(f"    {r['address']}")
+                click.echo(f"    ({printable(r['delay_reason'])})")
+            click.echo(f"    {printable(r['address'])}")
     if not as_json:
         click.echo("Mail queue is empty" if count == 0 else f"-- {count} messages")
 
@@ -109,22 +110,29 @@ def list_(config_path: Path | None, as_json: bool) -> None:
 @queue.command("show")
 @config_option
 @click.argument("queue_id")
-def show(config_path: Path | None, queue_id: str) -> None:
-    """Print a queued message with its envelope and delivery state."""
+@click.option("--raw", is_flag=True, help="The message's exact bytes, unescaped (for a file "
+              "or a pipe, not a terminal).")
+def show(config_path: Path | None, queue_id: str, raw: bool) -> None:
+    """Print a queued message with its envelope and delivery state.
+
+    Control characters in the message are shown escaped (\\x1b) unless --raw."""
     spool = _spool(load_config(config_path))
     try:
         entry = _entry(spool, queue_id)
         _, data = spool.load(queue_id)
     except KeyError:
-        click.echo(f"relay: no message {queue_id} in the queue", err=True)
+        click.echo(f"relay: no message {printable(queue_id)} in the queue", err=True)
         sys.exit(1)
+    if raw:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     for key in ("queue_name", "sender", "arrival_time", "message_size", "attempts"):
-        click.echo(f"{key}: {entry[key]}")
+        click.echo(f"{key}: {printable(entry[key])}")
     for r in entry["recipients"]:
-        click.echo(f"recipient: {r['address']} {r.get('delay_reason', '')}".rstrip())
+        click.echo(printable(f"recipient: {r['address']} {r.get('delay_reason', '')}".rstrip()))
     click.echo("")
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
+    click.echo(printable(data.decode("utf-8", "surrogateescape"), multiline=True))
 
 
 @queue.command("flush")
@@ -160,7 +168,7 @@ def _bulk(name: str, verb: str, help_text: str) -> click.Command:
                 done += 1
             except KeyError:
                 missing += 1
-                click.echo(f"relay: {qid}: not in the queue", err=True)
+                click.echo(f"relay: {printable(qid)}: not in the queue", err=True)
         _notify_relay(config)
         click.echo(f"{name}: {done} messages")
         sys.exit(1 if missing else 0)

@@ -22,9 +22,11 @@ import socket
 import time
 from typing import Any
 
+from relay.body import Body
 from relay.config import Config
 from relay.engine import Verdict
-from relay.inspection import over_budget, worker
+from relay.inspection import worker
+from relay.inspection.inline import over_budget
 from relay.inspection.wire import (
     PREFIX,
     WireError,
@@ -34,11 +36,14 @@ from relay.inspection.wire import (
     frame,
     lengths,
 )
-from relay.metrics import INSPECTION_KILLS, INSPECTION_WORKERS
+from relay.metrics import INSPECTION_KILLS, INSPECTION_WORKERS, process_gone
 from relay.model import Transaction
 
 log = logging.getLogger("relay.inspection")
 
+# a message this large costs a worker a multiple of its size to parse: at most `workers`
+# of them are inspected at once, so memory stays flat in the number of large messages
+LARGE = 4 * 1024 * 1024
 IDLE_EXTRA = 30.0  # seconds an extra worker may stay idle before it is stopped
 START_TIMEOUT = 60.0
 
@@ -107,6 +112,7 @@ class Worker:
         if self.process.is_alive():
             self.process.kill()
             await asyncio.to_thread(self.process.join, 5)
+        process_gone(self.pid)
         with contextlib.suppress(ValueError):
             self.process.close()
 
@@ -124,6 +130,7 @@ class WorkerPool:
         self._closed = False
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._large = asyncio.Semaphore(self.size)
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -245,37 +252,46 @@ class WorkerPool:
         self._idle.append(w)
 
     # --- the one thing it does -------------------------------------------------------
-    async def inspect(self, tx: Transaction, raw: bytes) -> Verdict:
+    async def inspect(self, tx: Transaction, body: Body) -> Verdict:
+        if body.size > LARGE:
+            async with self._large:
+                return await self._inspect(tx, body)
+        return await self._inspect(tx, body)
+
+    async def _inspect(self, tx: Transaction, body: Body) -> Verdict:
+        request: dict[str, Any] = {"tx": envelope(tx)}
+        if body.path is not None:
+            request["path"] = str(body.path)  # large: the worker reads the spooled file
         w = await self._acquire()
         try:
             async with asyncio.timeout(self.timeout):
-                header, payload = await w.call({"tx": envelope(tx)}, raw)
+                header, payload = await w.call(request, b"" if body.path else body.read())
         except TimeoutError:
             INSPECTION_KILLS.labels("timeout").inc()
             log.warning("inspection of %s took over %.0fs: worker %d killed", tx.queue_id,
                         self.timeout, w.pid)
             self._in_background(self._retire(w, kill=True))
-            return over_budget(self.config, tx, "inspection.timeout", raw,
+            return over_budget(self.config, tx, "inspection.timeout", body,
                                f"over {self.timeout:.0f}s")
         except WorkerDied as exc:
-            return await self._died(w, tx, raw, str(exc))
+            return await self._died(w, tx, body, str(exc))
         except BaseException:  # cancelled mid-request: its answer would reach the next one
             self._in_background(self._retire(w, kill=True))
             raise
         try:
-            verdict = apply_verdict(tx, header, payload, raw)
+            verdict = apply_verdict(tx, header, payload)
         except WireError as exc:
-            return await self._died(w, tx, raw, str(exc))
+            return await self._died(w, tx, body, str(exc))
         if header.get("recycle"):
             self._in_background(self._retire(w))
         else:
             self._release(w)
         return verdict
 
-    async def _died(self, w: Worker, tx: Transaction, raw: bytes, why: str) -> Verdict:
+    async def _died(self, w: Worker, tx: Transaction, body: Body, why: str) -> Verdict:
         await asyncio.to_thread(w.process.join, 2)
         code = w.process.exitcode
         INSPECTION_KILLS.labels("crashed").inc()
         log.error("inspection worker %d died on %s (exit %s): %s", w.pid, tx.queue_id, code, why)
         self._in_background(self._retire(w, kill=True))
-        return over_budget(self.config, tx, "inspection.crashed", raw, f"exit {code}")
+        return over_budget(self.config, tx, "inspection.crashed", body, f"exit {code}")

@@ -31,7 +31,9 @@ class WireError(Exception):
 
 def frame(header: dict[str, Any], payload: bytes = b"") -> list[bytes]:
     """The pieces of one frame, for `writelines`/`sendmsg` without copying the payload."""
-    head = json.dumps(header, ensure_ascii=False, default=str).encode()
+    # ASCII JSON: text from a client may hold lone surrogates (undecodable bytes), which
+    # only \u escapes carry exactly
+    head = json.dumps(header, default=str).encode()
     return [_LENGTHS.pack(len(head), len(payload)), head, payload]
 
 
@@ -84,7 +86,8 @@ def transaction(data: dict[str, Any]) -> Transaction:
 
 
 # --- the verdict coming back ----------------------------------------------------------
-def verdict_header(tx: Transaction, verdict: Verdict, mode: str) -> dict[str, Any]:
+def verdict_header(tx: Transaction, verdict: Verdict) -> dict[str, Any]:
+    """The verdict's header; its payload is `verdict.prefix + verdict.replaced`."""
     reply = verdict.reply
     return {
         "outcome": verdict.outcome.value,
@@ -95,7 +98,8 @@ def verdict_header(tx: Transaction, verdict: Verdict, mode: str) -> dict[str, An
         "summary": None if tx.summary is None else {
             "size": tx.summary.size, "message_id": tx.summary.message_id,
             "subject": tx.summary.subject, "date": tx.summary.date},
-        "data": mode,  # same | prefix | full: how the payload makes the delivered message
+        "prefix": len(verdict.prefix),  # the payload: prefix, then the replacement if any
+        "replaced": verdict.replaced is not None,
     }
 
 
@@ -108,8 +112,7 @@ def _decision(d: Decision) -> dict[str, Any]:
             "details": f.details}
 
 
-def apply_verdict(tx: Transaction, header: dict[str, Any], payload: bytes,
-                  raw: bytes) -> Verdict:
+def apply_verdict(tx: Transaction, header: dict[str, Any], payload: bytes) -> Verdict:
     """The worker's answer applied to the front's transaction; WireError if malformed."""
     try:
         reply = header["reply"]
@@ -120,24 +123,19 @@ def apply_verdict(tx: Transaction, header: dict[str, Any], payload: bytes,
         added = [(str(n), str(v)) for n, v in header["added_headers"]]
         conversions = [str(c) for c in header["conversions"]]
         summary = header["summary"]
-        mode = header["data"]
+        prefix_len, replaced = int(header["prefix"]), bool(header["replaced"])
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"malformed verdict: {exc!r}") from None
-    if mode == "same":
-        data = raw
-    elif mode == "prefix":
-        data = payload + raw
-    elif mode == "full":
-        data = payload
-    else:
-        raise WireError(f"unknown data mode {mode!r}")
+    if not 0 <= prefix_len <= len(payload) or (not replaced and prefix_len != len(payload)):
+        raise WireError("verdict payload does not match its header")
     tx.decisions.extend(decisions)
     tx.added_headers.extend(added)
     tx.conversions.extend(conversions)
     if summary is not None:
         tx.summary = Summary(int(summary["size"]), summary["message_id"],
                              str(summary["subject"]), summary["date"])
-    return Verdict(outcome, verdict_reply, data)
+    return Verdict(outcome, verdict_reply, payload[:prefix_len],
+                   payload[prefix_len:] if replaced else None)
 
 
 def _finding(d: dict[str, Any]) -> Finding:

@@ -17,12 +17,16 @@ import os
 import resource
 import signal
 import socket
+from pathlib import Path
 from typing import Any
 
+from relay.body import Body
 from relay.config import from_dict
-from relay.inspection import inspect_here
+from relay.engine import Engine
+from relay.inspection.inline import inspect_here
 from relay.inspection.wire import frame, recv_frame, transaction, verdict_header
-from relay.runtime import Runtime
+from relay.policyset import configure
+from relay.services import Services
 
 log = logging.getLogger("relay.inspection")
 
@@ -34,8 +38,6 @@ RECYCLE_AFTER_BYTES = 8 * 1024 * 1024
 def main(sock: socket.socket, raw_config: dict[str, Any], source: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    from pathlib import Path
-
     config = from_dict(raw_config, Path(source) if source else None)
     limit = config.inspection.max_memory
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
@@ -43,7 +45,8 @@ def main(sock: socket.socket, raw_config: dict[str, Any], source: str | None) ->
 
 
 async def _serve(sock: socket.socket, config: Any) -> None:
-    runtime = await Runtime.build(config, archive=False, inline=True)
+    services = Services.build(config, archive=False)
+    engine = Engine(config, configure(config), services)
     loop = asyncio.get_running_loop()
     max_payload = config.server.max_message_size + 1024 * 1024
     sock.setblocking(True)
@@ -56,22 +59,20 @@ async def _serve(sock: socket.socket, config: Any) -> None:
             except EOFError:
                 return
             tx = transaction(header["tx"])
-            verdict = await inspect_here(runtime.engine, tx, payload)
-            data = verdict.data
-            if data is payload:
-                mode, out = "same", b""
-            elif data.endswith(payload):
-                mode, out = "prefix", data[: len(data) - len(payload)]
-            else:
-                mode, out = "full", data
-            answer = verdict_header(tx, verdict, mode)
-            recycle = len(payload) > RECYCLE_AFTER_BYTES or any(
+            # a large message was spooled to a file by the front: read it here
+            body = Body.at(Path(header["path"])) if "path" in header else Body.of(payload)
+            del payload
+            verdict = await inspect_here(engine, tx, body)
+            answer = verdict_header(tx, verdict)
+            recycle = body.size > RECYCLE_AFTER_BYTES or any(
                 d.finding.code in ("inspection.memory", "inspection.too_complex")
                 for d in tx.decisions)
             answer["recycle"] = recycle
+            out = verdict.prefix + (verdict.replaced or b"")
             sock.sendall(b"".join(frame(answer, out)))
             if recycle:
                 return
     finally:
-        await runtime.aclose()
+        await engine.close()
+        await services.aclose()
 
