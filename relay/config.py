@@ -176,6 +176,8 @@ class DirectoryConfig(Section):
     cache_ttl: Duration = 30.0
     # how often a node asks the database whether anything changed (bounded by cache_ttl)
     poll_interval: Duration = 2.0
+    # look-ups kept per process, negative answers too: least recently used go first
+    cache_size: StrictInt = Field(10_000, ge=1, le=10_000_000)
     # a removed or renamed address is not given to anyone else for this long (Điều 4, 6)
     quarantine: Duration = 365 * 86400.0
     # suggest-address: {given} {family} {middle} {initials} (family+middle initials) {agency}

@@ -31,7 +31,8 @@ async def run_test(config: Config, policies: PolicySet, raw: bytes, sender: str,
                          client_ip=client_ip, helo=helo, tls=True, auth_login=auth,
                          smtputf8=True, trusted=config.is_trusted(client_ip))
         conversation = Conversation(Hub(runtime), tx)
-        result = await walk(conversation, sender, recipients, raw)
+        # as a client that announced SMTPUTF8: UTF-8 addresses are valid (RFC 6531)
+        result = await walk(conversation, sender, recipients, raw, ["SMTPUTF8"])
         conversation.close()
         verdict = result.verdict
         assert result.reply is not None
