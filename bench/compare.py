@@ -234,7 +234,7 @@ def build(name: str, ctx: Context) -> Setup | None:
         clamd = ctx.get_clamd() if with_av else None
         relay = ctx.start(stacks.RelayServe(
             work / name, sink.port, dns.address, clamd.address if clamd else None,
-            args.sender, args.to, limit * 2))
+            args.sender, args.to, limit * 2, args.antispam))
         components = {"relay": relay.roots}
         if clamd:
             components["clamd"] = clamd.roots
@@ -282,7 +282,8 @@ def build(name: str, ctx: Context) -> Setup | None:
         clamd = ctx.get_clamd() if av else None
         milter = ctx.start(stacks.RelayMilter(work / "relay-milter", dns.address,
                                               clamd.address if clamd else None,
-                                              args.sender, args.to, limit * 2))
+                                              args.sender, args.to, limit * 2,
+                                              args.antispam))
         pf = stacks.start_postfix(work / name, sink.port, milter.socket, limit)
         ctx.started.append(pf)
         components = {"postfix": lambda: [pf.proc.pid] if pf.proc else [],
@@ -546,7 +547,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--setups", help=f"comma-separated, of: {', '.join(SETUPS)}")
     parser.add_argument("--av", action="store_true",
                         help="antivirus comparison: relay+av, haraka+clamd, and both milters scan")
-    parser.add_argument("--from", dest="sender", default=f"annv@{stacks.DOMAIN}")
+    parser.add_argument("--antispam", action="store_true",
+                        help="the relay and the milter also run spf, dkim, dmarc, dnsbl and "
+                        "rate_limit on an untrusted client (sender: "
+                        f"{stacks.ANTISPAM_SENDER}, its SPF and DMARC records on the "
+                        "loopback DNS server)")
+    parser.add_argument("--from", dest="sender", default=None,
+                        help=f"default: annv@{stacks.DOMAIN}, with --antispam "
+                        f"{stacks.ANTISPAM_SENDER}")
     parser.add_argument("--to", default=f"binhtt@{stacks.DOMAIN}",
                         help="recipient; an official one (ubnd@, stttt@, tiepdan@) is archived")
     parser.add_argument("--warmup", type=int, default=200, help="messages per setup, not counted")
@@ -574,6 +582,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.av = args.av or bool(AV_ONLY & set(args.setup_list))
     else:
         args.setup_list = [s for s in SETUPS if args.av or s not in AV_ONLY]
+    if args.sender is None:
+        args.sender = stacks.ANTISPAM_SENDER if args.antispam else f"annv@{stacks.DOMAIN}"
     if args.rounds < 1 or args.messages < 1 or not args.session_list:
         parser.error("--rounds, --messages and --sessions must be positive")
     return args
@@ -596,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="relay-compare-", dir=os.environ.get("TMPDIR", "/tmp")))
     work.chmod(0o755)  # Postfix, Rspamd and the sink drop privileges and need to reach below
     ctx = Context(args, work, stacks.Sink(), stacks.LoopbackDns())
+    if args.antispam:
+        ctx.dns.add(stacks.ANTISPAM_RECORDS)
     ctx.dns.start()
     load_before = os.getloadavg()[0]
     try:
@@ -678,10 +690,12 @@ async def measure(setups: list[Setup], ctx: Context) -> dict[str, Any]:
         "config": {"rounds": args.rounds, "messages": args.messages, "sessions": args.session_list,
                    "message": args.message or f"smtp-source -l {args.size}",
                    "sender": args.sender, "to": args.to, "av": args.av,
+                   "antispam": args.antispam,
                    "setups": [s.name for s in checked], "workers": args.workers,
                    "probe_interval": args.probe_interval,
                    # relay+av, and the milter with --av, add antivirus
-                   "relay_policies": sorted(stacks.relay_policies("-", None))},
+                   "relay_policies": sorted(stacks.relay_policies("-", None,
+                                                                  args.antispam))},
         "sanity": sanity_report,
         "results": tables,
         "ratios": {k: ratios(t) for k, t in tables.items()},

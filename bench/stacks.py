@@ -235,8 +235,26 @@ def shipped_policies() -> dict[str, Any]:
             if name != "antivirus"}
 
 
-def relay_policies(dns: str, clamd: str | None) -> dict[str, Any]:
+# --antispam: the sender is outside the province, its SPF record allows the loopback
+# client and its domain publishes p=reject; every message asks the blocklist (its
+# NXDOMAIN answers are not cached) and counts against the rate limits
+ANTISPAM_SENDER = "bench@partner.test"
+ANTISPAM_RECORDS = """
+partner         TXT   "v=spf1 ip4:127.0.0.0/8 -all"
+_dmarc.partner  TXT   "v=DMARC1; p=reject"
+"""
+
+
+def antispam_policies() -> dict[str, Any]:
+    return {"dnsbl": {"zones": ["bl.test"]},
+            "rate_limit": {"per_login": "10000000/1h", "per_ip": "10000000/1h"},
+            "spf": {}, "dkim": {}, "dmarc": {}}
+
+
+def relay_policies(dns: str, clamd: str | None, antispam: bool = False) -> dict[str, Any]:
     policies = shipped_policies()
+    if antispam:
+        policies.update(antispam_policies())
     if "recipient_exists" in policies:  # the shipped file monitors; the bench enforces
         policies["recipient_exists"]["action"] = "reject"
     if "webmail" in policies:  # mx_check is off; should it be turned on, DNS stays here
@@ -268,8 +286,9 @@ def populate_directory(config: Path, sender: str, recipient: str) -> None:
     agencies.setdefault(agency, "UBND tỉnh Điện Biên" if agency == "ubnd" else agency)
     steps: list[tuple[str, ...]] = [
         ("directory", "agency", "add", code, "--name", name) for code, name in agencies.items()]
-    steps.append(("directory", "mailbox", "add", sender, "--kind", "personal", "--agency", AGENCY,
-                  "--name", "Nguyễn Văn An", "--no-password"))
+    if sender.endswith(f"@{DOMAIN}"):  # --antispam: the sender is outside
+        steps.append(("directory", "mailbox", "add", sender, "--kind", "personal", "--agency",
+                      AGENCY, "--name", "Nguyễn Văn An", "--no-password"))
     extra = ("--name", "Trần Thị Bình") if kind == "personal" else ()
     steps.append(("directory", "mailbox", "add", recipient, "--kind", kind, "--agency", agency,
                   *extra, "--no-password"))
@@ -283,12 +302,13 @@ def populate_directory(config: Path, sender: str, recipient: str) -> None:
         raise RuntimeError(f"relay archive keygen: {done.stderr.decode(errors='replace')}")
 
 
-def relay_server_section(max_connections: int) -> dict[str, Any]:
+def relay_server_section(max_connections: int, antispam: bool = False) -> dict[str, Any]:
     return {"hostname": "mail.dienbien.gov.vn", "local_domains": [DOMAIN], "state_dir": "var",
             # Postfix's mynetworks in every Postfix setup: the load generator is an
             # agency server relaying without AUTH (sender_login_match and
-            # no_local_spoofing then have nothing to refuse, but they run)
-            "trusted_networks": ["127.0.0.0/8"],
+            # no_local_spoofing then have nothing to refuse, but they run); with
+            # --antispam it is an outside MX, which the anti-spam policies judge
+            "trusted_networks": [] if antispam else ["127.0.0.0/8"],
             "max_connections": max_connections, "log_level": "warning",
             # as shipped: a front process per core, inspection workers per core
             "workers": 0}
@@ -300,16 +320,17 @@ class RelayServe:
     program = "relay serve"
 
     def __init__(self, base: Path, sink_port: int, dns: str, clamd: str | None, sender: str,
-                 recipient: str, max_connections: int) -> None:
+                 recipient: str, max_connections: int, antispam: bool = False) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.relay = Relay(base, {
-            "server": relay_server_section(max_connections),
+            "server": relay_server_section(max_connections, antispam),
+            "dns": {"nameservers": [dns]},
             # Postfix's default_destination_concurrency_limit is 20: the same here
             "backend": {"kind": "smtp", "host": "127.0.0.1", "port": sink_port,
                         "max_connections": 20},
             "queue": {"concurrency": 20},
             "inspection": {"workers": 0},
-            "policies": relay_policies(dns, clamd),
+            "policies": relay_policies(dns, clamd, antispam),
         })
         populate_directory(self.relay.config_path, sender, recipient)
 
@@ -335,15 +356,16 @@ class RelayMilter:
     """`relay milter` with every shipped policy (antivirus too when asked)."""
 
     def __init__(self, base: Path, dns: str, clamd: str | None, sender: str, recipient: str,
-                 max_connections: int) -> None:
+                 max_connections: int, antispam: bool = False) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.port = free_port()
         self.config = base / "relay.toml"
         self.config.write_text(to_toml({
-            "server": relay_server_section(max_connections),
+            "server": relay_server_section(max_connections, antispam),
             "milter": {"bind": f"127.0.0.1:{self.port}", "max_connections": max_connections},
-            "policies": relay_policies(dns, clamd),
+            "dns": {"nameservers": [dns]},
+            "policies": relay_policies(dns, clamd, antispam),
         }))
         self.logfile = base / "milter.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -7,7 +7,8 @@ Inbound, per recipient at RCPT (so the other recipients still get the mail):
   (`webmail_domains.txt`, shipped with the package; `add`/`remove` in relay.toml);
 - `webmail.mx` (`mx_check = true`): the sender's own domain has its MX at a free
   provider (`webmail_mx.txt`, or any domain of the list);
-- `webmail.dns_error` (`mx_check = true`): the MX lookup timed out or failed
+- `webmail.dns_error` (`mx_check = true`): the MX lookup (through the `[dns]` servers,
+  within `[dns] timeout`) timed out or failed
   (SERVFAIL, no answer from any server). Not an exception and never a silent pass: by
   default it is a `451 4.4.3` temporary failure, so the sending server retries (as
   Postfix does for an unresolvable sender domain); `actions = {"webmail.dns_error" =
@@ -30,7 +31,6 @@ code so `[policies.webmail.actions]` can give it its own action.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
@@ -42,13 +42,13 @@ from typing import Any, Literal
 
 import dns.asyncresolver
 import dns.exception
-import dns.nameserver
 import dns.resolver
 from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from policies.base import Context, Policy, PolicyOptions
-from relay.config import Duration, parse_hostport
+from relay.config import Duration
 from relay.model import Action, Finding, Stage, Transaction, domain_of
+from relay.resolver import make_resolver, nameserver
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,13 @@ class Options(PolicyOptions):
     mx_check: StrictBool = False
     mx_add: list[StrictStr] = []
     mx_remove: list[StrictStr] = []
+    # the MX check asks the `[dns]` servers with `[dns] timeout`; these two, where set,
+    # still override them for this policy alone (they came before `[dns]`)
     mx_timeout: Duration = 3.0
     mx_cache_ttl: Duration = 3600.0
     mx_error_ttl: Duration = 60.0
     mx_cache_size: StrictInt = Field(10_000, ge=1)
-    # DNS servers for the MX check, HOST or HOST:PORT; empty: /etc/resolv.conf
+    # DNS servers for the MX check alone, IP or IP:PORT; empty: `[dns]`
     nameservers: list[StrictStr] = []
 
     @field_validator("add", "remove", "allow", "mx_add", "mx_remove")
@@ -132,7 +134,7 @@ class Options(PolicyOptions):
     @classmethod
     def _nameservers(cls, value: list[str]) -> list[str]:
         for entry in value:
-            _nameserver(entry)
+            nameserver(entry)
         return value
 
     @model_validator(mode="after")
@@ -153,21 +155,14 @@ class MxChecker:
     """Which provider a domain's MX points at, with a deadline and a bounded cache."""
 
     def __init__(self, providers: DomainSet, timeout: float, ttl: float, error_ttl: float,
-                 size: int, nameservers: Sequence[str] = ()) -> None:
+                 size: int, nameservers: Sequence[str] = (),
+                 resolver: dns.asyncresolver.Resolver | None = None) -> None:
         self.providers = providers
         self.ttl, self.error_ttl, self.size = ttl, error_ttl, size
         self.cache: dict[str, tuple[float, MxResult]] = {}
         self.inflight: dict[str, asyncio.Task[MxResult]] = {}
-        try:
-            self.resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-        except dns.resolver.NoResolverConfiguration:
-            # no usable /etc/resolv.conf: every lookup fails -> webmail.dns_error findings
-            log.error("webmail: no DNS servers configured; MX checks will fail")
-            self.resolver = dns.asyncresolver.Resolver(configure=False)
-        if nameservers:
-            self.resolver.nameservers = [_nameserver(n) for n in nameservers]
-        self.resolver.timeout = timeout
-        self.resolver.lifetime = timeout
+        # the `[dns]` resolver, unless this policy's own (older) options name servers
+        self.resolver = resolver or make_resolver(nameservers, timeout)
 
     async def lookup(self, domain: str) -> MxResult:
         now = time.monotonic()
@@ -205,17 +200,6 @@ class MxChecker:
         return MxResult("other", hosts[0][1] if hosts else None)
 
 
-def _nameserver(entry: str) -> dns.nameserver.Nameserver:
-    """`192.0.2.53`, `::1`, `127.0.0.1:5353` or `[::1]:5353` (an IP address: no lookups)."""
-    host, port = (parse_hostport(entry) if entry.count(":") == 1 or entry.startswith("[")
-                  else (entry, 53))
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"expected an IP address or IP:PORT, got {entry!r}") from None
-    return dns.nameserver.Do53Nameserver(host, port)
-
-
 class WebmailPolicy(Policy):
     name = "webmail"
     articles = ('Điều 9',)
@@ -239,10 +223,16 @@ class WebmailPolicy(Policy):
         self.allowed = DomainSet(options.allow)
         providers = _edit(read_list("webmail_mx.txt"), options.mx_add, options.mx_remove)
         every = [*providers, *self.webmail.exact, *(f"{d}.*" for d in self.webmail.any_tld)]
+        # the shared `[dns]` resolver, unless this table still names its own servers or
+        # a deadline other than `[dns] timeout` (the options from before `[dns]`)
+        dns_config = context.config.dns
+        own = bool(options.nameservers) or ("mx_timeout" in options.model_fields_set
+                                            and options.mx_timeout != dns_config.timeout)
         self.mx = MxChecker(
             DomainSet(every),
             options.mx_timeout, options.mx_cache_ttl, options.mx_error_ttl,
-            options.mx_cache_size, options.nameservers,
+            options.mx_cache_size, options.nameservers or dns_config.nameservers,
+            resolver=None if own else context.services.dns.resolver,
         ) if options.mx_check else None
 
     # --- the checks -------------------------------------------------------------

@@ -30,6 +30,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    field_validator,
 )
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd is told not to restart on it
@@ -178,6 +179,8 @@ class DirectoryConfig(Section):
     cache_ttl: Duration = 30.0
     # how often a node asks the database whether anything changed (bounded by cache_ttl)
     poll_interval: Duration = 2.0
+    # look-ups kept per process, negative answers too: least recently used go first
+    cache_size: StrictInt = Field(10_000, ge=1, le=10_000_000)
     # a removed or renamed address is not given to anyone else for this long (Điều 4, 6)
     quarantine: Duration = 365 * 86400.0
     # suggest-address: {given} {family} {middle} {initials} (family+middle initials) {agency}
@@ -365,6 +368,58 @@ def read_holidays(path: Path) -> frozenset[date]:
     return frozenset(days)
 
 
+def check_nameserver(value: Any) -> str:
+    """`IP` or `IP:PORT` (`[v6]:PORT`): a DNS server is given by address, never by name."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address or IP:PORT, got {value!r}")
+    host, port = (parse_hostport(value) if value.count(":") == 1 or value.startswith("[")
+                  else (value, 53))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"expected an IP address or IP:PORT, got {value!r}") from None
+    return value
+
+
+Nameserver = Annotated[str, BeforeValidator(check_nameserver)]
+
+
+class DnsConfig(Section):
+    """The DNS servers every DNS-using policy asks (SPF, DKIM, DMARC, blocklists, MX)."""
+
+    nameservers: list[Nameserver] = []  # empty: /etc/resolv.conf
+    timeout: Duration = 3.0  # the whole lookup, retries included
+    cache_size: StrictInt = Field(10_000, ge=0, le=10_000_000)  # answers kept (by their TTL)
+
+
+class DkimSigningConfig(Section):
+    """Outbound mail from a local domain, sent by an authenticated or trusted client,
+    is DKIM-signed (RFC 6376) as it leaves for another domain."""
+
+    enabled: StrictBool = False
+    selector: StrictStr = Field("relay", pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+    # relative to state_dir; {domain} and {selector} are filled in
+    key: StrictStr = "dkim/{domain}.{selector}.key"
+    domains: list[Domain] = []  # empty: every local domain
+
+    @field_validator("key")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(domain="d", selector="s")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"only {{domain}} and {{selector}} may be filled in, got "
+                             f"{value!r}") from None
+        return value
+
+    def key_path(self, config: Config, domain: str, selector: str | None = None) -> Path:
+        return config.state_file(self.key.format(domain=domain,
+                                                 selector=selector or self.selector))
+
+    def signs(self, config: Config, domain: str) -> bool:
+        return domain in (self.domains or config.server.local_domains)
+
+
 class WebConfig(Section):
     """`relay web`: the read-only console for auditors and petition officers."""
 
@@ -393,6 +448,8 @@ class Config(Section):
     directory: DirectoryConfig = DirectoryConfig()
     milter: MilterConfig = MilterConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    dns: DnsConfig = DnsConfig()
+    dkim_signing: DkimSigningConfig = DkimSigningConfig()
     inspection: InspectionConfig = InspectionConfig()
     petitions: PetitionsConfig = PetitionsConfig()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import Config, ConfigError, load
+from relay.files import DAEMON_UMASK
 from relay.policyset import PolicySet, configure
 from relay.runtime import Runtime
 from relay.transaction import Hub
@@ -78,6 +79,8 @@ class Daemon:
     hub: Hub
 
     def __init__(self, config: Config, policies: PolicySet, config_path: Path | None) -> None:
+        # files created without an explicit mode stay out of other users' reach (files.py)
+        os.umask(DAEMON_UMASK)
         self.config = config
         self.policies = policies
         self.config_path = config_path

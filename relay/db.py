@@ -7,6 +7,7 @@ administrator writes it) is served by psycopg 3.
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+from relay.files import SECRET, create_private
 
 
 def normalise_url(url: str) -> str:
@@ -27,7 +30,11 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            # password hashes and archived mail: 0600 whatever the umask; SQLite gives
+            # the -wal and -shm files the database file's mode
+            create_private(Path(path))
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -58,7 +65,8 @@ def migration_lock(engine: Engine, key: int) -> Iterator[Connection]:
     """
     with _ALEMBIC:
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-            with open(f"{engine.url.database}.migrate.lock", "a+") as lock:
+            lock_path = f"{engine.url.database}.migrate.lock"
+            with os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, SECRET), "a+") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 try:
                     with engine.begin() as conn:

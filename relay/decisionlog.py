@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay.files import private_dir
 from relay.metrics import FINDINGS, TRANSACTIONS
 from relay.model import Outcome, Reply, Transaction
 
@@ -49,9 +50,9 @@ class DecisionLog:
     file, so lines of several processes never interleave."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        private_dir(path.parent)  # 0750 with its parents, whatever the umask
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
     def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:

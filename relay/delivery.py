@@ -9,6 +9,7 @@ smuggling: the stock Postfix on Debian 12 still accepts bare LF).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import ssl
@@ -19,9 +20,14 @@ from typing import Protocol
 
 import aiosmtplib
 
+from relay.address import mailbox_name
 from relay.config import Config
 from relay.durable import fsync_dir, write_durably
+from relay.files import private_dir
+from relay.mailauth.signing import Signer, SigningError
 from relay.spool import QueueEnvelope
+
+log = logging.getLogger(__name__)
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -74,7 +80,7 @@ class MaildirBackend:
     def _deliver_one(self, rcpt: str, data: list[bytes]) -> Result:
         folder = self.root / mailbox_folder(rcpt)
         for sub in ("tmp", "new", "cur"):
-            (folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(folder / sub, 0o700)
         name = self._unique()
         tmp = folder / "tmp" / name
         write_durably(tmp, data)
@@ -86,12 +92,17 @@ class MaildirBackend:
                       ) -> dict[str, Result]:
         results = {}
         for rcpt in recipients:
+            if mailbox_name(rcpt) is None:  # the engine refuses these at RCPT since issue 10
+                results[rcpt] = Result("permanent", "553 5.1.3 not a valid mailbox name")
+                continue
             headers = (f"Return-Path: <{env.sender}>\r\nDelivered-To: {rcpt}\r\n").encode()
             try:
                 # written as two pieces: a large message is not copied to add two lines
                 results[rcpt] = await asyncio.to_thread(self._deliver_one, rcpt,
                                                         [headers, data])
-            except OSError as exc:
+            except Exception as exc:  # one recipient's failure keeps the others' results
+                if not isinstance(exc, OSError):
+                    log.exception("queue %s: maildir delivery to %r", env.queue_id, rcpt)
                 results[rcpt] = Result("temporary", f"451 4.3.0 maildir write failed: {exc}")
         return results
 
@@ -101,8 +112,8 @@ class MaildirBackend:
 
 def mailbox_folder(address: str) -> str:
     """The Maildir folder name of an address: lowercased, no path tricks."""
-    name = address.strip().lower()
-    if not name or name.startswith(".") or "/" in name or "\0" in name:
+    name = mailbox_name(address)
+    if name is None:
         raise ValueError(f"unsafe mailbox name {address!r}")
     return name
 
@@ -148,12 +159,12 @@ class SmtpBackend:
         async with self._slots:
             try:
                 client = await self._connect()
-            except (aiosmtplib.SMTPException, OSError) as exc:
+            except Exception as exc:  # every failure is a per-recipient result
                 return {r: Result("temporary", f"connect to {self.host}:{self.port}: {exc}")
                         for r in recipients}
             try:
                 results = await self._transaction(client, env, data, recipients)
-            except (aiosmtplib.SMTPException, OSError) as exc:
+            except Exception as exc:  # every failure is a per-recipient result
                 client.close()
                 return {r: Result("temporary", f"{self.host}:{self.port}: {exc}")
                         for r in recipients}
@@ -170,21 +181,35 @@ class SmtpBackend:
 
     async def _transaction(self, client: aiosmtplib.SMTP, env: QueueEnvelope, data: bytes,
                            recipients: list[str]) -> dict[str, Result]:
+        results: dict[str, Result] = {}
         options = []
-        if client.supports_extension("smtputf8") and not _is_ascii(env.sender, recipients):
-            options.append("SMTPUTF8")
+        encoding = "ascii"
+        if not _is_ascii(env.sender, recipients):
+            if not client.supports_extension("smtputf8"):
+                # RFC 6531 3.2: never downgrade; refused for good rather than retried
+                refused = Result("permanent", "553 5.6.7 next server has no SMTPUTF8 for a "
+                                              "UTF-8 address")
+                if not env.sender.isascii():
+                    return {r: refused for r in recipients}
+                results = {r: refused for r in recipients if not r.isascii()}
+                recipients = [r for r in recipients if r.isascii()]
+                if not recipients:
+                    return results
+            else:
+                options.append("SMTPUTF8")
+                encoding = "utf-8"  # aiosmtplib sends commands in ASCII unless told
         if client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         try:
-            await client.mail(env.sender, options=options)
+            await client.mail(env.sender, options=options, encoding=encoding)
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset(client)
-            return {r: result_for_code(exc.code, exc.message) for r in recipients}
-        results: dict[str, Result] = {}
+            results.update({r: result_for_code(exc.code, exc.message) for r in recipients})
+            return results
         accepted = []
         for rcpt in recipients:
             try:
-                await client.rcpt(rcpt)
+                await client.rcpt(rcpt, encoding=encoding)
                 accepted.append(rcpt)
             except aiosmtplib.SMTPResponseException as exc:
                 results[rcpt] = result_for_code(exc.code, exc.message)
@@ -272,7 +297,7 @@ class LmtpBackend:
         async with self._lock:
             try:
                 await self._deliver(env, data, recipients, results)
-            except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
+            except Exception as exc:  # every failure is a per-recipient result
                 if self._conn is not None:
                     self._conn[1].close()
                     self._conn = None
@@ -319,6 +344,28 @@ class LmtpBackend:
             self._conn = None
 
 
+async def guarded(backend: Backend, env: QueueEnvelope, data: bytes, recipients: list[str]
+                  ) -> dict[str, Result]:
+    """backend.deliver() that cannot raise and answers for every recipient it was given.
+
+    A backend bug (an exception it did not expect) is a temporary failure of the
+    recipients it had not answered for: retried with backoff, bounced when the queue
+    lifetime ends; never a retry loop that saves no state."""
+    try:
+        results = await backend.deliver(env, data, recipients)
+    except Exception as exc:
+        log.exception("queue %s: %s failed", env.queue_id, type(backend).__name__)
+        results = {}
+        reason = f"451 4.3.0 internal error in delivery: {type(exc).__name__}"
+    else:
+        reason = "451 4.3.0 no result from the delivery backend"
+    wanted = set(recipients)
+    out = {r: result for r, result in results.items() if r in wanted}
+    for rcpt in recipients:
+        out.setdefault(rcpt, Result("temporary", reason))
+    return out
+
+
 class Router:
     """Local recipients go to the backend, others to the relayhost."""
 
@@ -333,6 +380,7 @@ class Router:
             self.local = SmtpBackend(b.host, b.port, hostname, b.timeout, b.max_connections)
         else:
             self.local = LmtpBackend(b.host, b.port, hostname, b.timeout)
+        self.signer = Signer(config)  # [dkim_signing]: outbound mail of our domains
         out = config.outbound
         self.outbound: Backend | None = None
         if out.relayhost is not None:
@@ -343,18 +391,32 @@ class Router:
 
     async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
                       ) -> dict[str, Result]:
+        """A result for every recipient, whatever a backend does (issue 10, item 1)."""
         local = [r for r in recipients if self.config.is_local(r)]
         remote = [r for r in recipients if not self.config.is_local(r)]
         results: dict[str, Result] = {}
         if local:
-            results.update(await self.local.deliver(env, data, local))
+            results.update(await guarded(self.local, env, data, local))
         if remote:
             if self.outbound is None:
                 results.update({r: Result("temporary", "no route: outbound.relayhost is not set")
                                 for r in remote})
             else:
-                results.update(await self.outbound.deliver(env, data, remote))
+                results.update(await self._outbound(env, data, remote))
         return results
+
+    async def _outbound(self, env: QueueEnvelope, data: bytes, remote: list[str]
+                        ) -> dict[str, Result]:
+        """To the relayhost, DKIM-signed where it is ours to sign (after every change the
+        relay made, so the signature survives); a key that cannot be read defers."""
+        assert self.outbound is not None
+        try:
+            data = await asyncio.to_thread(self.signer.sign, data, env.auth_login is not None,
+                                           env.client_ip)
+        except SigningError as exc:
+            log.error("queue %s: %s", env.queue_id, exc)
+            return {r: Result("temporary", f"451 4.3.0 {exc}") for r in remote}
+        return await guarded(self.outbound, env, data, remote)
 
     async def close(self) -> None:
         await self.local.close()

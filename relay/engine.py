@@ -9,12 +9,14 @@ cap. Everything else is a policy, in the order of relay.toml.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from policies.base import Context, Policy
+from relay import mailauth
+from relay.address import mailbox_name, sender_routing, valid_address
 from relay.config import Config
+from relay.mailauth import authresults
 from relay.message import Message, MessageTooComplex
 from relay.model import (
     ACTION_STRENGTH,
@@ -33,20 +35,6 @@ from relay.services import Services
 
 log = logging.getLogger(__name__)
 
-# RFC 5321 4.5.3.1: 64 octets local part, 255 domain, 256 path; printable, no controls
-_ATOM = r"[^\s<>()\[\]\\,;:@\"\x00-\x1f\x7f]"
-_ADDRESS = re.compile(rf"^{_ATOM}{{1,64}}@{_ATOM}{{1,255}}$")
-_QUOTED_LOCAL = re.compile(
-    r'^"(?:[^"\\\x00-\x1f\x7f]|\\[ -~]){0,62}"@[^\s<>@\x00-\x1f\x7f]{1,255}$'
-)
-
-
-def valid_address(address: str) -> bool:
-    if len(address) > 254:
-        return False
-    return bool(_ADDRESS.match(address) or _QUOTED_LOCAL.match(address))
-
-
 def bilingual(code: int, status: str, vi: str, en: str) -> Reply:
     return Reply(code, status, (vi, en))
 
@@ -55,6 +43,9 @@ BAD_SENDER = bilingual(501, "5.1.7", "Địa chỉ người gửi không hợp l
 BAD_RECIPIENT = bilingual(
     501, "5.1.3", "Địa chỉ người nhận không hợp lệ", "Bad recipient address syntax"
 )
+NEEDS_SMTPUTF8 = bilingual(  # RFC 6531 3.7.4.1
+    553, "5.6.7", "Địa chỉ không phải ASCII cần SMTPUTF8",
+    "Non-ASCII address requires SMTPUTF8")
 RELAY_DENIED = bilingual(
     554,
     "5.7.1",
@@ -97,6 +88,21 @@ def too_many_recipients(limit: int, recipient: str) -> Finding:
                    recipient=recipient, reply_code=452, status="4.5.3")
 
 
+def source_route(recipient: str) -> Finding:
+    """`recipient.source_route`: 554 5.7.1, as Postfix's reject_unauth_destination answers."""
+    return Finding(SERVER, "recipient.source_route", "Điều 5.1",
+                   "Không nhận địa chỉ có định tuyến (%, ! hoặc @ trong tên hộp thư)",
+                   "Sender-specified routing is not allowed (%, ! or @ in the local part)",
+                   recipient=recipient, reply_code=554, status="5.7.1")
+
+
+def not_a_mailbox(recipient: str) -> Finding:
+    """`recipient.mailbox_name`: 553 5.1.3 (RFC 5321: mailbox name not allowed)."""
+    return Finding(SERVER, "recipient.mailbox_name", "Điều 4",
+                   "Tên hộp thư không hợp lệ", "Mailbox name not allowed",
+                   recipient=recipient, reply_code=553, status="5.1.3")
+
+
 @dataclass
 class Verdict:
     """The engine's answer after DATA, and how the message is to be delivered:
@@ -116,6 +122,7 @@ class Verdict:
 class Engine:
     def __init__(self, config: Config, policies: PolicySet, services: Services) -> None:
         self.config = config
+        self.services = services
         context = Context(config, services)
         self.policies: list[Policy] = [entry.cls(entry.options, context) for entry in policies]
         self._by_stage = {
@@ -133,11 +140,12 @@ class Engine:
     async def mail(self, tx: Transaction, sender: str, options: Sequence[str] = ()
                    ) -> Reply | None:
         """None when the sender is accepted. `sender` is "" for the null sender."""
-        if sender and not valid_address(sender):
-            return BAD_SENDER
+        smtputf8 = any(o.upper() == "SMTPUTF8" for o in options)
+        if sender and not valid_address(sender, smtputf8):
+            return NEEDS_SMTPUTF8 if valid_address(sender) else BAD_SENDER
         tx.mail_from = sender
         tx.mail_options = list(options)
-        tx.smtputf8 = any(o.upper() == "SMTPUTF8" for o in options)
+        tx.smtputf8 = smtputf8
         limit = self.config.server.max_message_size
         declared = declared_size(options)
         if declared is not None and declared > limit:
@@ -146,10 +154,12 @@ class Engine:
 
     async def rcpt(self, tx: Transaction, recipient: str) -> Reply | None:
         """None when the recipient is accepted (and added to the envelope)."""
-        if not valid_address(recipient):
-            return BAD_RECIPIENT
+        if not valid_address(recipient, tx.smtputf8):
+            return NEEDS_SMTPUTF8 if valid_address(recipient) else BAD_RECIPIENT
         if not self.may_relay(tx, recipient):
             return RELAY_DENIED
+        if self.config.is_local(recipient) and (refusal := await self._local_name(tx, recipient)):
+            return refusal
         limit = self.config.server.max_recipients
         if len(tx.rcpt_to) >= limit:
             return self._own(tx, too_many_recipients(limit, recipient))
@@ -175,16 +185,45 @@ class Engine:
         for d in tx.decisions:
             if d.action is Action.TAG:
                 tx.added_headers.append(tag_header(d.finding))
-        return Verdict(Outcome.ACCEPT, ACCEPTED, Message.prepend_headers(b"", tx.added_headers),
-                       None if converted is raw else converted)
+        prefix = Message.prepend_headers(b"", tx.added_headers)
+        # sender authentication (spf/dkim/dmarc policies): our Authentication-Results
+        # on top, forged ones with our authserv-id removed (relay/mailauth/authresults.py)
+        if mailauth.results(tx):
+            hostname = self.config.server.hostname
+            prefix = authresults.render(hostname, mailauth.results(tx)) + prefix
+            converted = authresults.strip_ours(converted, hostname)
+        return Verdict(Outcome.ACCEPT, ACCEPTED, prefix, None if converted is raw else converted)
 
     # --- relay control -----------------------------------------------------------
     def may_relay(self, tx: Transaction, recipient: str) -> bool:
-        if self.config.is_local(recipient):
-            return True
+        return self.config.is_local(recipient) or self.relays_for(tx)
+
+    def relays_for(self, tx: Transaction) -> bool:
+        """The client may send anywhere: trusted network, Postfix checked it (milter), or
+        logged in on submission."""
         if tx.trusted or tx.relay_checked:
             return True
         return tx.authenticated and tx.listener_kind in ("submission", "smtps")
+
+    # --- local names: the engine's own rule (issue 10, items 1 and 10) -----------------
+    async def _local_name(self, tx: Transaction, recipient: str) -> Reply | None:
+        """A local recipient must name a mailbox (`x/y@` names none, and the backend could
+        never store it); a source route (`v%example.net@`, `v!example.net@`,
+        `"v@example.net"@`) only from a client that may relay anyway, or when the
+        directory has that exact mailbox: a backend with a percent hack would relay it."""
+        if (sender_routing(recipient) and not self.relays_for(tx)
+                and not await self._in_directory(recipient)):
+            return self._own(tx, source_route(recipient))
+        if mailbox_name(recipient) is None:
+            return self._own(tx, not_a_mailbox(recipient))
+        return None
+
+    async def _in_directory(self, address: str) -> bool:
+        try:
+            return await self.services.directory.mailbox(address) is not None
+        except Exception as exc:  # refusing a source route is the safe answer
+            log.warning("directory look-up of %r failed: %s", address, exc)
+            return False
 
     # --- running policies --------------------------------------------------------
     def _own(self, tx: Transaction, finding: Finding) -> Reply:

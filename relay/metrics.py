@@ -37,6 +37,11 @@ QUEUE = Gauge("relay_queue_messages", "Messages in the queue (active and deferre
               multiprocess_mode="livemax")
 INSPECTION_WORKERS = Gauge("relay_inspection_workers", "Inspection worker processes running",
                            multiprocess_mode="livesum")
+RATE_LIMITED = Counter("relay_rate_limited",
+                       "Messages refused by the rate_limit policy, by scope (login, ip)",
+                       ["scope"])
+DNS_FAILURES = Counter("relay_dns_failures",
+                       "DNS lookups of the policies that got no usable answer (temperror)")
 INSPECTION_KILLS = Counter("relay_inspection_failures",
                            "Messages whose inspection worker was killed or died, by reason",
                            ["reason"])

@@ -225,6 +225,10 @@ class Transaction:
     started: float = field(default_factory=time.time)
     # scratch space where policies keep per-transaction results (e.g. one virus scan)
     cache: dict[str, Any] = field(default_factory=dict)
+    # sender authentication so far (relay.mailauth: the SPF result of MAIL, the
+    # Authentication-Results entries); JSON values, so they travel with the envelope
+    # to the inspection worker that runs DATA
+    authentication: dict[str, Any] = field(default_factory=dict)
 
     @property
     def authenticated(self) -> bool:
@@ -244,6 +248,7 @@ class Transaction:
         self.queue_id = new_id()
         self.started = time.time()
         self.cache = {}
+        self.authentication = {}
 
 
 def domain_of(address: str) -> str:

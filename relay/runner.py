@@ -19,7 +19,7 @@ from relay.delivery import Router
 from relay.dsn import build_dsn
 from relay.metrics import DELIVERIES, QUEUE
 from relay.model import new_id
-from relay.spool import QueueEnvelope, RecipientState, Spool
+from relay.spool import QueueEnvelope, RecipientState, Spool, State
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class QueueRunner:
         self._slots = asyncio.Semaphore(config.queue.concurrency)
         self._large = asyncio.Semaphore(1)
         self._stopping = False
+        # attempts whose state could not be saved, and failed attempts in a row (in memory)
+        self._unsaved: dict[str, State] = {}
+        self._errors: dict[str, int] = {}
 
     def submit(self, queue_id: str) -> None:
         """A new message is on disk: try it now."""
@@ -54,13 +57,17 @@ class QueueRunner:
         present = set()
         for qid in self.spool.ids(held=False):
             present.add(qid)
+            if qid in self._unsaved or qid in self._errors:
+                continue  # the file is behind: keep the backoff computed in memory
             try:
                 self._due[qid] = self.spool.load_state(qid).next_attempt
-            except (KeyError, ValueError):
+            except KeyError:
                 continue
+            except ValueError:
+                self._due[qid] = 0.0  # unreadable state: the attempt starts afresh
         for qid in list(self._due):
             if qid not in present and qid not in self._inflight:
-                del self._due[qid]
+                self._forget(qid)
         self._wake.set()
 
     async def run(self) -> None:
@@ -109,26 +116,52 @@ class QueueRunner:
         try:
             async with self._slots, self._memory(qid):
                 await self._deliver(qid)
-        except KeyError:
-            self._due.pop(qid, None)  # deleted or held meanwhile
+            self._errors.pop(qid, None)
+        except KeyError:  # deleted or held before the attempt began
+            self._forget(qid)
         except Exception:
-            log.exception("queue %s: delivery attempt failed", qid)
-            self._due[qid] = time.time() + self.config.queue.min_backoff
+            # the queue file or its state could not be read or written (a full disk, a
+            # bug): back off as for a failed delivery; what the attempt learnt stays in
+            # self._unsaved, so a recipient that got the message does not get it again
+            errors = self._errors[qid] = self._errors.get(qid, 0) + 1
+            log.exception("queue %s: delivery attempt failed (%d in a row)", qid, errors)
+            q = self.config.queue
+            self._due[qid] = time.time() + backoff(errors, q.min_backoff, q.max_backoff)
         finally:
             self._inflight.discard(qid)
             self._wake.set()
 
+    def _forget(self, qid: str) -> None:
+        self._due.pop(qid, None)
+        self._unsaved.pop(qid, None)
+        self._errors.pop(qid, None)
+
+    def _load_state(self, qid: str) -> State:
+        try:
+            return self.spool.load_state(qid)
+        except ValueError as exc:
+            # at least once: without the state everyone pending is tried again, once
+            log.error("queue %s: unreadable delivery state, starting afresh: %s", qid, exc)
+            return State()
+
     async def _deliver(self, qid: str) -> None:
-        if self.spool.is_held(qid):
-            self._due.pop(qid, None)
+        """One attempt. The router answers for every recipient (a backend's exception is
+        a temporary result), the state is on disk before a bounce is queued, and the
+        queue lifetime ends every message (issue 10, item 1)."""
+        try:
+            if self.spool.is_held(qid):
+                self._due.pop(qid, None)
+                return
+            env, data = await asyncio.to_thread(self.spool.load, qid)
+            state = self._unsaved.get(qid) or await asyncio.to_thread(self._load_state, qid)
+        except KeyError:  # delivered, deleted or held meanwhile
+            self._forget(qid)
             return
-        env, data = await asyncio.to_thread(self.spool.load, qid)
-        state = await asyncio.to_thread(self.spool.load_state, qid)
         pending = state.pending(env)
         results = await self.router.deliver(env, data, pending) if pending else {}
         now = time.time()
-        failures: dict[str, str] = {}
-        for rcpt, result in results.items():
+        for rcpt in pending:
+            result = results[rcpt]
             DELIVERIES.labels(result.status).inc()
             rs = state.recipients.setdefault(rcpt, RecipientState())
             rs.attempts += 1
@@ -138,7 +171,6 @@ class QueueRunner:
                 log.info("queue %s: to=<%s> status=sent (%s)", qid, rcpt, result.reply)
             elif result.status == "permanent":
                 rs.status = "failed"
-                failures[rcpt] = result.reply
                 log.info("queue %s: to=<%s> status=bounced (%s)", qid, rcpt, result.reply)
             else:
                 log.info("queue %s: to=<%s> status=deferred (%s)", qid, rcpt, result.reply)
@@ -149,16 +181,25 @@ class QueueRunner:
             for rcpt in state.pending(env):
                 rs = state.recipients.setdefault(rcpt, RecipientState())
                 rs.status = "failed"
-                failures[rcpt] = rs.reason or "delivery time expired"
-        if failures:
-            await self._bounce(env, data, failures, expired)
-        if not state.pending(env):
-            await asyncio.to_thread(self.spool.remove, qid)
-            self._due.pop(qid, None)
-            return
+                rs.reason = rs.reason or "delivery time expired"
         q = self.config.queue
         state.next_attempt = now + backoff(state.attempts, q.min_backoff, q.max_backoff)
+        self._unsaved[qid] = state
+        unnotified = {r: rs.reason for r, rs in state.recipients.items()
+                      if rs.status == "failed" and not rs.notified}
+        if unnotified:
+            # recorded first: if the bounce cannot be queued, the next attempt bounces
+            # again, it does not deliver again
+            await asyncio.to_thread(self.spool.save_state, qid, state)
+            await self._bounce(env, data, unnotified, expired)
+            for rcpt in unnotified:
+                state.recipients[rcpt].notified = True
+        if not state.pending(env):
+            await asyncio.to_thread(self.spool.remove, qid)
+            self._forget(qid)
+            return
         await asyncio.to_thread(self.spool.save_state, qid, state)
+        del self._unsaved[qid]
         self._due[qid] = state.next_attempt
 
     async def _bounce(self, env: QueueEnvelope, data: bytes, failures: dict[str, str],

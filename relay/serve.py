@@ -20,7 +20,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from relay import metrics
+from relay import metrics, pidfile
 from relay.anvil import Anvil, LocalAnvil
 from relay.config import Config
 from relay.daemon import Daemon, sd_notify, setup_logging
@@ -83,7 +83,7 @@ class Server(Daemon):
             await self.supervisor.start()
         runner_task = asyncio.create_task(runner.run())
         pid_file = config.state_file("relay.pid")
-        pid_file.write_text(f"{os.getpid()}\n")
+        pidfile.write(pid_file)
 
         self.handle_signals()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, runner.rescan)

@@ -13,6 +13,7 @@ from relay.archive import Archive
 from relay.config import Config
 from relay.directory.store import DirectoryStore
 from relay.petitions import Petitions
+from relay.resolver import Resolver
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Services:
     directory: DirectoryStore
     archive: Archive | None = None  # None: archiving off, or a dry run (test-message)
     petitions: Petitions | None = None  # None: [petitions] off, or a dry run
+    resolver: Resolver | None = None  # `[dns]`: built when the Services are
 
     @classmethod
     def build(cls, config: Config, archive: bool = True) -> Services:
@@ -32,7 +34,17 @@ class Services:
             else None
         petitions = Petitions.open(config, directory, archived) \
             if archive and config.petitions.enabled else None
-        return cls(directory=directory, archive=archived, petitions=petitions)
+        return cls(directory=directory, archive=archived, petitions=petitions,
+                   resolver=Resolver.from_config(config))
+
+    @property
+    def dns(self) -> Resolver:
+        """The `[dns]` resolver (built on first use where Services were made by hand)."""
+        if self.resolver is None:
+            from relay.config import DnsConfig
+
+            self.resolver = Resolver(DnsConfig())
+        return self.resolver
 
     async def aclose(self) -> None:
         if self.petitions is not None:

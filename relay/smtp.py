@@ -41,6 +41,15 @@ class Authenticator(Protocol):
     async def authenticate(self, login: str, password: str, client_ip: str) -> bool: ...
 
 
+class RelaySession(Session):
+    """aiosmtpd's Session, quiet on AUTH: after every successful AUTH aiosmtpd 1.4.6 sets
+    its deprecated `login_data` itself, and that property's setter logs "Session.login_data
+    is deprecated" (issue 10, item 12). A plain attribute here shadows the property;
+    we read `auth_data` (via our own credentials capture), never `login_data`."""
+
+    login_data: Any = None
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with our session limits and async AUTH against the directory."""
 
@@ -76,6 +85,9 @@ class RelaySMTP(SMTP):
         self._progress = 0
         self._credited = -1
         self._mails_without_data = 0
+
+    def _create_session(self) -> Session:
+        return RelaySession(self.loop)
 
     # --- connection ---------------------------------------------------------------
     async def _handle_client(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,17 @@ from typing import Any
 
 from relay.body import Body
 from relay.durable import fsync_dir, replace_durably, write_durably
+from relay.files import private_dir
 
 MAGIC = b"RELAYQ1\n"
+# relay.model.new_id(): hex digits, time first; letters and digits only, so no
+# path, no hidden file and no state file (`ID.json`) can pass for a queue id
+_QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+
+
+def is_queue_id(name: str) -> bool:
+    return _QUEUE_ID.fullmatch(name) is not None
+
 
 
 @dataclass
@@ -48,6 +58,7 @@ class RecipientState:
     status: str = "pending"  # pending | delivered | failed
     reason: str = ""
     attempts: int = 0
+    notified: bool = False  # failed, and the bounce is queued (or none is due)
 
 
 @dataclass
@@ -63,7 +74,9 @@ class State:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> State:
-        rcpts = {k: RecipientState(**v) for k, v in data.pop("recipients", {}).items()}
+        # state written before `notified` existed: a failed recipient was bounced at once
+        rcpts = {k: RecipientState(**{"notified": v.get("status") == "failed", **v})
+                 for k, v in data.pop("recipients", {}).items()}
         return cls(recipients=rcpts, **data)
 
 
@@ -95,7 +108,7 @@ class Spool:
         self.active = root / "active"
         self.hold_dir = root / "hold"
         for d in (self.tmp, self.active, self.hold_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(d, 0o700)
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="spool")
         self._active_sync = GroupSync(self.active, self._executor)
 
@@ -177,7 +190,9 @@ class Spool:
 
     # --- reading ------------------------------------------------------------------
     def _find(self, queue_id: str) -> Path:
-        if not queue_id or "/" in queue_id or queue_id.startswith("."):
+        """The queue file of QUEUE_ID; KeyError for anything but a queue id (`ID.json` is
+        the state file beside it: deleting it would leave the message, issue 10)."""
+        if not is_queue_id(queue_id):
             raise KeyError(queue_id)
         for d in (self.active, self.hold_dir):
             path = d / queue_id
@@ -202,24 +217,22 @@ class Spool:
             return QueueEnvelope(**json.loads(fh.readline()))
 
     def load_state(self, queue_id: str) -> State:
+        """The delivery state; ValueError when the file is there but unreadable."""
         path = self._find(queue_id).with_name(f"{queue_id}.json")
         try:
             return State.from_json(json.loads(path.read_bytes()))
         except FileNotFoundError:
             return State()
+        except (TypeError, AttributeError) as exc:  # valid JSON of another shape
+            raise ValueError(f"{queue_id}: bad delivery state: {exc}") from None
 
     def ids(self, held: bool | None = None) -> Iterator[str]:
         dirs = {None: (self.active, self.hold_dir), False: (self.active,),
                 True: (self.hold_dir,)}[held]
         for d in dirs:
             for path in sorted(d.iterdir()):
-                if is_message(path.name):
+                if is_queue_id(path.name):
                     yield path.name
-
-
-def is_message(name: str) -> bool:
-    """A queued message's file (not its state file, not a half-written temporary)."""
-    return not name.startswith(".") and not name.endswith(".json")
 
 
 def count(root: Path) -> tuple[int, int]:
@@ -228,5 +241,5 @@ def count(root: Path) -> tuple[int, int]:
     found = []
     for sub in ("active", "hold"):
         with os.scandir(root / sub) as entries:
-            found.append(sum(1 for e in entries if is_message(e.name)))
+            found.append(sum(1 for e in entries if is_queue_id(e.name)))
     return found[0], found[1]

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from relay.config import Config
+from relay.files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def ensure_self_signed(cert: Path, key: Path, hostname: str) -> None:
     if cert.exists() and key.exists():
         return
-    cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(cert.parent, 0o700)
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
@@ -42,10 +43,9 @@ def ensure_self_signed(cert: Path, key: Path, hostname: str) -> None:
         )
         .sign(private, hashes.SHA256())
     )
-    key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    key.chmod(0o600)
+    write_private(key, private.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
     cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     log.warning("generated a self-signed certificate for %s in %s; configure server.tls_cert "
                 "and server.tls_key for production", hostname, cert)

@@ -278,7 +278,7 @@ class Walk:
 
 
 async def walk(conversation: Conversation, sender: str, recipients: Sequence[str],
-               raw: bytes) -> Walk:
+               raw: bytes, options: Sequence[str] = ()) -> Walk:
     """One transaction through every stage as a client would drive it (test-message,
     tests): stops at the first stage that refuses the whole transaction."""
     out = Walk()
@@ -286,7 +286,7 @@ async def walk(conversation: Conversation, sender: str, recipients: Sequence[str
     if out.reply is not None:
         return out
     out.stage = "mail"
-    out.reply = await conversation.mail(sender)
+    out.reply = await conversation.mail(sender, options)  # MAIL parameters (SMTPUTF8)
     if not out.reply.positive:
         return out
     out.stage = "rcpt"

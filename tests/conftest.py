@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.dovecot",
     "tests.fixtures.postfix",
+    "tests.fixtures.rspamd",
 ]

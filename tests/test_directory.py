@@ -197,7 +197,7 @@ async def test_authenticate_throttles_and_locks_out(tmp_path: Path, db_url: str,
         assert not await store.authenticate(f"annv@{DOMAIN}", "wrong-password", "192.0.2.1")
     # locked: even the right password is refused, without checking it
     assert not await store.authenticate(f"annv@{DOMAIN}", PASSWORD, "192.0.2.2")
-    assert store.locked_out(f"annv@{DOMAIN}", "192.0.2.2")
+    assert await store.locked_out(f"annv@{DOMAIN}", "192.0.2.2")
     assert "locked out" in caplog.text and PASSWORD not in caplog.text
     assert "wrong-password" not in caplog.text
     await asyncio.sleep(0.65)

@@ -277,3 +277,17 @@ def test_cli_mx_check(tmp_path, dns_server):
     rc, out = run_cli(tmp_path, CLI_TOML.format(extra=extra), msg("a@gmail-hosted.test"),
                       "a@gmail-hosted.test", [PERSONAL])
     assert rc == 1 and out["findings"][0]["code"] == "webmail.mx"
+
+
+async def test_mx_check_asks_the_dns_section_servers(dns_server):
+    """[dns] is the one place DNS servers are set; webmail's own keys still override it."""
+    settings = {"dns": {"nameservers": [dns_server.address], "timeout": "2s"}}
+    tx, out = await run({"mx_check": True}, "a@gmail-hosted.test", [PERSONAL],
+                        settings=settings)
+    assert out["rcpt"][PERSONAL].code == 550 and tx.decisions[0].finding.code == "webmail.mx"
+    assert dns_server.queries["gmail-hosted.test. MX"] == 1
+    # a [dns] deadline applies to the MX check too
+    settings["dns"]["timeout"] = "0.5s"
+    t0 = time.monotonic()
+    tx, out = await run({"mx_check": True}, "a@silent.test", [PERSONAL], settings=settings)
+    assert out["rcpt"][PERSONAL].code == 451 and time.monotonic() - t0 < 3

@@ -16,6 +16,7 @@ def _register() -> None:
     from relay.cli import (
         archive,
         directory,
+        dkim,
         milter,
         petitions,
         queue,
@@ -25,7 +26,8 @@ def _register() -> None:
         web,
     )
 
-    for module in (serve, testmessage, queue, directory, archive, petitions, text, milter, web):
+    for module in (serve, testmessage, queue, directory, archive, petitions, text, milter, web,
+                   dkim):
         for command in module.COMMANDS:
             main.add_command(command)
 

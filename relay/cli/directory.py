@@ -7,6 +7,7 @@ generated and printed once; they are never echoed, logged or put in the log.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from relay.cli.common import config_option, load_config, print_json, printable
-from relay.directory import passwords
+from relay.directory import lockout, passwords
 from relay.directory.admin import Directory, DirectoryError, Writer, default_actor
 from relay.directory.schema import Kind, Status
 
@@ -165,21 +166,47 @@ def mailbox_add(address: str, kind: str, agency_code: str, name: str | None,
 @config_option
 @json_option
 def mailbox_show(address: str, config_path: Path | None, as_json: bool) -> None:
-    """One mailbox with its delegations."""
-    box = _directory(config_path).mailbox(address)
+    """One mailbox with its delegations and its sending rate (policy rate_limit)."""
+    directory = _directory(config_path)
+    box = directory.mailbox(address)
     if box is None:
         raise click.ClickException(f"no mailbox {printable(address)}")
+    box["rate"] = _rate(directory, box["address"])
     if as_json:
         print_json(box)
         return
     for key, value in box.items():
-        if key != "delegations":
+        if key not in ("delegations", "rate"):
             click.echo(f"{key:<12} {printable(value) if value is not None else '-'}")
+    rate = box["rate"]
+    if rate["limit"] or rate["refused_last_7d"]:
+        state = "OVER THE LIMIT" if rate["over"] else "ok"
+        click.echo(f"{'rate':<12} {rate['count']:g} messages in the window, limit "
+                   f"{rate['limit'] or '-'}: {state}")
+    if rate["refused_last_7d"]:
+        click.secho(f"{'rate_limited':<12} {rate['refused_last_7d']} messages refused in the "
+                    f"last 7 days, last at {rate['last_refused']:%Y-%m-%d %H:%M} UTC "
+                    f"(a stolen password? Điều 7.4)", fg="red")
     for d in box["delegations"]:
         state = "active" if d["active"] else "ended"
         click.echo(f"delegate     {printable(d['address'] or d['hr_id'])} "
                    f"({printable(d['person'])}) {state}, "
                    f"from {d['valid_from']:%Y-%m-%d}, basis: {printable(d['basis'])}")
+
+
+def _rate(directory: Directory, address: str) -> dict[str, Any]:
+    """The login's counters of the `rate_limit` policy (relay.ratelimit)."""
+    from pydantic import ValidationError
+
+    from policies.rate_limit import Options
+    from relay.ratelimit import usage
+
+    table = directory.config.policies.get("rate_limit")
+    try:
+        limit = Options.model_validate(table).per_login if table is not None else None
+    except ValidationError:
+        limit = None  # `relay check-config` names the key; show the counts anyway
+    return usage(directory.db, "login", address, limit)
 
 
 @mailbox.command("list")
@@ -297,6 +324,82 @@ def handover(official: str, to: str, config_path: Path | None, basis: str,
     click.echo(f"{printable(official.lower())} handed over to {printable(to)}; former "
                "delegations ended")
     _show_password(official.lower(), password)
+
+
+# --- SMTP AUTH lockouts (Điều 7.4) ----------------------------------------------
+@directory.group("lockout")
+def lockout_group() -> None:
+    """SMTP AUTH lockouts: logins and client networks (IPv4 address, IPv6 /64) with failed
+    attempts, shared by every relay node."""
+
+
+def _when(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+@lockout_group.command("list")
+@click.option("--locked", "locked_only", is_flag=True, help="Only the keys locked now.")
+@config_option
+@json_option
+def lockout_list(locked_only: bool, config_path: Path | None, as_json: bool) -> None:
+    """Logins and client networks with failures in the current window, and lockouts."""
+    rows = lockout.entries(_directory(config_path).db, locked_only)
+    for row in rows:
+        for key in ("locked_until", "window_start", "last_attempt"):
+            row[key] = _when(row[key])
+    if as_json:
+        for row in rows:
+            print_json(row)
+        return
+    for r in rows:
+        state = f"locked until {r['locked_until']}" if r["locked"] else "not locked"
+        click.echo(f"{r['scope']:<6} {printable(r['subject']):<40} {r['failures']:>4} failures"
+                   f"  {state}")
+    if not rows:
+        click.echo("no lockouts" if locked_only else "no failed logins")
+
+
+def _lockout_key(text: str, local_domains: list[str]) -> tuple[str, str]:
+    """A login, an IP address (an IPv6 one stands for its /64) or an IPv6 /64 network."""
+    try:
+        ipaddress.ip_address(text)
+        return lockout.IP, lockout.network_key(text)
+    except ValueError:
+        pass
+    try:
+        return lockout.IP, str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        return lockout.LOGIN, lockout.login_key(text, local_domains)
+
+
+@lockout_group.command("clear")
+@click.argument("keys", nargs=-1)
+@click.option("--all", "clear_all", is_flag=True, help="Clear every login and network.")
+@config_option
+def lockout_clear(keys: tuple[str, ...], clear_all: bool, config_path: Path | None) -> None:
+    """Let logins or client networks (KEYS: logins, IP addresses) try again now."""
+    if clear_all == bool(keys):
+        raise click.UsageError("give logins or IP addresses, or --all")
+    config = load_config(config_path)
+    directory = Directory(config)
+    try:
+        if clear_all:
+            click.echo(f"cleared {lockout.clear(directory.db, None)} entries")
+            return
+        missing = 0
+        for text in keys:
+            scope, subject = _lockout_key(text, config.server.local_domains)
+            if lockout.clear(directory.db, [(scope, subject)]):
+                click.echo(f"cleared {scope} {printable(subject)}")
+            else:
+                missing += 1
+                click.echo(f"relay: no failed logins for {scope} {printable(subject)}",
+                           err=True)
+    finally:
+        directory.close()
+    sys.exit(1 if missing else 0)
 
 
 # --- history and helpers --------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from relay import pidfile
 from relay.cli.common import config_option, load_config, print_json, printable
 from relay.config import Config
 from relay.spool import Spool
@@ -49,11 +50,17 @@ def _entry(spool: Spool, qid: str) -> dict:
 
 
 def _notify_relay(config: Config) -> None:
-    """Ask a running relay to rescan its queue now (SIGUSR1), if one is running."""
+    """Ask a running relay to rescan its queue now (SIGUSR1), if one is running; a stale
+    relay.pid naming another process is left alone (`relay.pidfile`)."""
+    path = config.state_file("relay.pid")
+    pid = pidfile.running_relay(path)
+    if pid is None:
+        if path.exists():
+            click.echo(f"relay: {path} names no running relay; not signalled", err=True)
+        return
     try:
-        pid = int(config.state_file("relay.pid").read_text())
         os.kill(pid, signal.SIGUSR1)
-    except (OSError, ValueError):
+    except OSError:
         pass
 
 

@@ -25,6 +25,14 @@ def check_config(config_path: Path | None) -> None:
     where = config.source or "embedded defaults"
     click.echo(f"{where}: OK ({len(config.listeners)} listeners, "
                f"{len(policies)} policies: {', '.join(policies.names)})")
+    signing = config.dkim_signing
+    if signing.enabled:  # not a configuration error, but outbound mail would wait in the queue
+        for domain in signing.domains or config.server.local_domains:
+            path = signing.key_path(config, domain)
+            if not path.is_file():
+                click.echo(f"warning: dkim_signing: no key {path} for {domain}: mail from it "
+                           f"to other domains is deferred (relay dkim keygen --domain {domain})",
+                           err=True)
 
 
 @click.command("policies")

@@ -11,6 +11,7 @@ import click
 
 from relay.cli.common import config_option, load_config, load_policies, print_json, printable
 from relay.config import Config
+from relay.mailauth.signing import Signer, SigningError
 from relay.model import Outcome, Transaction
 from relay.policyset import PolicySet
 from relay.runtime import Runtime
@@ -19,19 +20,35 @@ from relay.transaction import Conversation, Hub, walk
 
 async def run_test(config: Config, policies: PolicySet, raw: bytes, sender: str,
                    recipients: list[str], auth: str | None, client_ip: str,
-                   listener_kind: str) -> tuple[dict[str, Any], bytes]:
-    """The decision as JSON-able data, and the message as it would be delivered."""
+                   listener_kind: str, helo: str = "") -> tuple[dict[str, Any], bytes]:
+    """The decision as JSON-able data, and the message as it would be delivered.
+
+    `client_ip` "" means none was given: the policies that judge the client's address
+    (spf, dnsbl, rate_limit per IP) have nothing to judge, as for a local client."""
     runtime = await Runtime.build(config, policies, archive=False, inline=True)
     try:
         tx = Transaction(listener="test-message", listener_kind=listener_kind,
-                         client_ip=client_ip, tls=True, auth_login=auth, smtputf8=True,
-                         trusted=config.is_trusted(client_ip))
+                         client_ip=client_ip, helo=helo, tls=True, auth_login=auth,
+                         smtputf8=True, trusted=config.is_trusted(client_ip))
         conversation = Conversation(Hub(runtime), tx)
-        result = await walk(conversation, sender, recipients, raw)
+        # as a client that announced SMTPUTF8: UTF-8 addresses are valid (RFC 6531)
+        result = await walk(conversation, sender, recipients, raw, ["SMTPUTF8"])
         conversation.close()
         verdict = result.verdict
         assert result.reply is not None
         outcome = verdict.outcome if verdict else Outcome.of(result.reply)
+        data, signed = (verdict.delivered(raw) if verdict else raw), None
+        if outcome is Outcome.ACCEPT and any(not config.is_local(r) for r in tx.rcpt_to):
+            # as the queue runner would sign it for the recipients in other domains
+            signer = Signer(config)
+            domain = signer.should_sign(data, tx.authenticated, client_ip)
+            if domain is not None:
+                try:
+                    data = signer.sign_as(data, domain, config.dkim_signing.selector)
+                    signed = {"d": domain, "s": config.dkim_signing.selector}
+                except SigningError as exc:
+                    signed = {"d": domain, "s": config.dkim_signing.selector,
+                              "error": str(exc)}
         return {
             "stage": result.stage,
             "recipients": {r: str(reply) for r, reply in result.recipients.items()},
@@ -41,7 +58,8 @@ async def run_test(config: Config, policies: PolicySet, raw: bytes, sender: str,
             "findings": [d.as_dict() for d in tx.decisions],
             "added_headers": [f"{n}: {v}" for n, v in tx.added_headers],
             "conversions": tx.conversions,
-        }, (verdict.delivered(raw) if verdict else raw)
+            "dkim_signed": signed,
+        }, data
     finally:
         await runtime.aclose()
 
@@ -51,16 +69,22 @@ async def run_test(config: Config, policies: PolicySet, raw: bytes, sender: str,
 @click.option("--from", "sender", required=True, help="Envelope sender (MAIL FROM); '' for <>.")
 @click.option("--to", "recipients", multiple=True, required=True, help="Envelope recipient.")
 @click.option("--auth", default=None, help="Pretend the client authenticated as this login.")
-@click.option("--client-ip", default="203.0.113.10", show_default=True)
+@click.option("--client-ip", default=None,
+              help="The client's address: spf, dnsbl and dmarc judge it as the MX would "
+              "(without it they have no address to judge).")
+@click.option("--helo", default="", help="The HELO/EHLO name the client gave (SPF for the "
+              "null sender, RHSBL).")
 @click.option("--listener", "listener_kind", default=None,
               type=click.Choice(["mx", "submission", "smtps"]),
               help="Listener kind (default: submission with --auth, else mx).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the message as it would be delivered.")
+              help="Write the message as it would be delivered (DKIM-signed as it would "
+              "leave for another domain, with [dkim_signing]).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.argument("message", type=click.File("rb"))
 def test_message(config_path: Path | None, sender: str, recipients: tuple[str, ...],
-                 auth: str | None, client_ip: str, listener_kind: str | None,
+                 auth: str | None, client_ip: str | None, helo: str,
+                 listener_kind: str | None,
                  output: Path | None, as_json: bool, message: click.utils.LazyFile) -> None:
     """Run every policy on MESSAGE (a .eml file, - for stdin) without sending it.
 
@@ -71,7 +95,7 @@ def test_message(config_path: Path | None, sender: str, recipients: tuple[str, .
     raw = message.read()
     kind = listener_kind or ("submission" if auth else "mx")
     result, data = asyncio.run(run_test(config, policies, raw, sender.strip("<>"),
-                                        list(recipients), auth, client_ip, kind))
+                                        list(recipients), auth, client_ip or "", kind, helo))
     if output is not None and result["action"] == "accept":
         output.write_bytes(data)
     if as_json:
@@ -97,6 +121,10 @@ def _explain(result: dict[str, Any]) -> None:
         click.echo(f"    {printable(f['en'])}")
     for header in result["added_headers"]:
         click.echo(f"  + header {printable(header)}")
+    if result["dkim_signed"]:
+        signed = result["dkim_signed"]
+        click.echo(f"  DKIM-signed d={signed['d']} s={signed['s']}"
+                   + (f": FAILED, {printable(signed['error'])}" if "error" in signed else ""))
     click.echo("Reply the client would get:")
     for line in result["reply"].split("\r\n"):
         click.echo(f"  {printable(line)}")

@@ -184,3 +184,34 @@ class State(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class RateCounter(Base):
+    """Messages per login or client IP in one fixed window (`relay.ratelimit`), shared by
+    every relay node; `refused` counts the attempts the limit turned away."""
+
+    __tablename__ = "directory_rate_counters"
+
+    scope: Mapped[str] = mapped_column(sa.String(16), primary_key=True)  # login | ip
+    key: Mapped[str] = mapped_column(sa.String(254), primary_key=True)
+    window_start: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)  # Unix seconds
+    window: Mapped[int] = mapped_column(sa.Integer)  # its length in seconds
+    count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    refused: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuthThrottle(Base):
+    """SMTP AUTH attempts per login and per client network (Điều 7.4), in the database so
+    that every node, every front process and every reload sees the same count (see
+    `lockout.py`). Times are Unix seconds: the nodes compare them with their own clock."""
+
+    __tablename__ = "directory_auth_throttle"
+    __table_args__ = (sa.Index("directory_auth_throttle_window", "window_start"),)
+
+    scope: Mapped[str] = mapped_column(sa.String(8), primary_key=True)  # login | ip
+    subject: Mapped[str] = mapped_column(sa.String(254), primary_key=True)
+    failures: Mapped[int] = mapped_column(sa.Integer, default=0)
+    window_start: Mapped[float] = mapped_column(sa.Float)
+    locked_until: Mapped[float | None] = mapped_column(sa.Float)
+    last_attempt: Mapped[float] = mapped_column(sa.Float)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,15 +29,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from relay.config import Config
-from relay.directory import naming, passwords
+from relay.directory import lockout, naming, passwords
 from relay.directory.admin import LIVE, Directory, personal_address
+from relay.directory.lockout import IP, LOGIN, SWEEP_EVERY
 from relay.directory.schema import Delegation, Kind, Mailbox, State, Status, utcnow
 
 log = logging.getLogger("relay.directory")
 auth_log = logging.getLogger("relay.auth")
 
 MAX_DELAY = 5.0
-MAX_KEYS = 100_000  # logins / IPs with recent failures kept before a sweep
 
 
 @dataclass(frozen=True)
@@ -102,55 +102,6 @@ def load_info(session: Session, address: str) -> tuple[MailboxInfo | None, datet
     return info, boundary
 
 
-class _Throttle:
-    """Failures per key in a sliding window; a lock-out once there are too many."""
-
-    def __init__(self, limit: int, window: float, lockout: float) -> None:
-        self.limit, self.window, self.lockout = limit, window, lockout
-        self.failures: dict[str, deque[float]] = {}
-        self.locked_until: dict[str, float] = {}
-
-    def locked(self, key: str, now: float) -> bool:
-        until = self.locked_until.get(key)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self.locked_until[key]
-        return False
-
-    def count(self, key: str, now: float) -> int:
-        q = self.failures.get(key)
-        if not q:
-            return 0
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        return len(q)
-
-    def fail(self, key: str, now: float) -> bool:
-        """Record a failure; True when it locks the key."""
-        if len(self.failures) > MAX_KEYS:
-            self._sweep(now)
-        self.count(key, now)
-        q = self.failures.setdefault(key, deque())
-        q.append(now)
-        if len(q) >= self.limit:
-            self.locked_until[key] = now + self.lockout
-            q.clear()
-            return True
-        return False
-
-    def succeed(self, key: str) -> None:
-        self.failures.pop(key, None)
-
-    def _sweep(self, now: float) -> None:
-        """Forget stale keys, so guessing random logins cannot grow memory without end."""
-        for key in [k for k, q in self.failures.items() if not q or q[-1] <= now - self.window]:
-            del self.failures[key]
-        for key in [k for k, until in self.locked_until.items() if until <= now]:
-            del self.locked_until[key]
-
-
 class DirectoryStore:
     """`mailbox()` and `authenticate()` for policies and the SMTP front."""
 
@@ -159,13 +110,16 @@ class DirectoryStore:
         self.directory = directory or Directory(config)
         self.ttl = config.directory.cache_ttl
         self.poll_interval = min(config.directory.poll_interval, self.ttl)
-        self._cache: dict[str, tuple[MailboxInfo | None, float]] = {}
+        # least recently used first; bounded, since every unknown address makes an entry
+        self._cache: OrderedDict[str, tuple[MailboxInfo | None, float]] = OrderedDict()
+        self.cache_size = config.directory.cache_size
         self._version: int | None = None
         self._checked = float("-inf")  # monotonic time of the last version check
         self._lock = asyncio.Lock()
         d = config.directory
-        self._by_login = _Throttle(d.auth_max_failures, d.auth_window, d.auth_lockout)
-        self._by_ip = _Throttle(d.auth_ip_max_failures, d.auth_window, d.auth_lockout)
+        self._login_limits = lockout.Limits(d.auth_max_failures, d.auth_window, d.auth_lockout)
+        self._ip_limits = lockout.Limits(d.auth_ip_max_failures, d.auth_window, d.auth_lockout)
+        self._swept = 0.0
         self.hits = self.misses = 0
 
     # --- look-ups ----------------------------------------------------------------
@@ -181,6 +135,7 @@ class DirectoryStore:
         entry = self._cache.get(address)
         if entry is not None and now < entry[1]:
             self.hits += 1
+            self._cache.move_to_end(address)
             return entry[0]
         self.misses += 1
         info, boundary = await asyncio.to_thread(self._load, address)
@@ -188,6 +143,9 @@ class DirectoryStore:
         if boundary is not None:
             expires = min(expires, time.monotonic() + (boundary - utcnow()).total_seconds())
         self._cache[address] = (info, expires)
+        self._cache.move_to_end(address)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
         return info
 
     async def kind(self, address: str) -> str:
@@ -230,41 +188,74 @@ class DirectoryStore:
     async def authenticate(self, login: str, password: str, client_ip: str) -> bool:
         """True when LOGIN/PASSWORD opens an active mailbox. Never logs the password.
 
-        Failures are throttled (a growing delay) and counted per login and per client
-        IP; past the limit the login or IP is locked out for `auth_lockout`, during
-        which even the right password is refused."""
+        Attempts are counted per login and per client network in the database before
+        the password is checked (`lockout.py`): past the limit the login or network is
+        locked out for `auth_lockout`, on every node, across reloads and restarts, and
+        even the right password is refused. Failures also get a growing delay."""
         login = self.normalise_login(login)
-        now = time.monotonic()
-        if self._by_login.locked(login, now) or self._by_ip.locked(client_ip, now):
+        network = lockout.network_key(client_ip)
+        ok, reason, failures, locked = await asyncio.to_thread(
+            self._attempt, login, network, password)
+        if reason == "locked out":
             auth_log.warning("auth refused (locked out): login=%r ip=%s", login, client_ip)
             return False
-        ok, reason = await asyncio.to_thread(self._verify, login, password)
-        now = time.monotonic()
         if ok:
-            self._by_login.succeed(login)
             auth_log.info("auth ok: login=%r ip=%s", login, client_ip)
             return True
-        locked_login = self._by_login.fail(login, now)
-        locked_ip = self._by_ip.fail(client_ip, now)
         auth_log.warning("auth failed (%s): login=%r ip=%s%s%s", reason, login, client_ip,
-                         "; login locked out" if locked_login else "",
-                         "; client IP locked out" if locked_ip else "")
-        failures = self._by_login.count(login, now) + 1
+                         "; login locked out" if LOGIN in locked else "",
+                         "; client IP locked out" if IP in locked else "")
         delay = min(MAX_DELAY, self.config.directory.auth_failure_delay * failures)
         if delay > 0:
             await asyncio.sleep(delay)
         return False
 
-    def locked_out(self, login: str, client_ip: str) -> bool:
-        now = time.monotonic()
-        return (self._by_login.locked(self.normalise_login(login), now)
-                or self._by_ip.locked(client_ip, now))
+    def _attempt(self, login: str, network: str, password: str
+                 ) -> tuple[bool, str, int, set[str]]:
+        """(ok, reason, the login's failures, the scopes this attempt locked); in a thread."""
+        db = self.directory.db
+        now = time.time()
+        if now - self._swept >= SWEEP_EVERY:
+            self._swept = now
+            with db.begin() as conn:
+                lockout.sweep(conn, self.config.directory.auth_window, now)
+        with db.begin() as conn:  # each reservation is one atomic statement
+            by_ip = lockout.reserve(conn, IP, network, self._ip_limits, now)
+        if not by_ip.allowed:
+            return False, "locked out", by_ip.failures, set()
+        with db.begin() as conn:
+            by_login = lockout.reserve(conn, LOGIN, login, self._login_limits, now)
+            if not by_login.allowed:
+                # no password was tried: a mail client retrying a locked login must not
+                # lock out its whole office network as well
+                lockout.release(conn, by_ip)
+        if not by_login.allowed:
+            return False, "locked out", by_login.failures, set()
+        ok, reason = self._verify(login, password)
+        now = time.time()
+        locked: set[str] = set()
+        with db.begin() as conn:
+            if ok:
+                lockout.succeed(conn, by_login, now)
+                lockout.succeed(conn, by_ip, now)
+            else:
+                if lockout.fail(conn, by_login, self._login_limits, now):
+                    locked.add(LOGIN)
+                if lockout.fail(conn, by_ip, self._ip_limits, now):
+                    locked.add(IP)
+        return ok, reason, by_login.failures, locked
+
+    async def locked_out(self, login: str, client_ip: str) -> bool:
+        keys = [(LOGIN, self.normalise_login(login)), (IP, lockout.network_key(client_ip))]
+
+        def query() -> bool:
+            with self.directory.db.connect() as conn:
+                return lockout.locked(conn, keys)
+
+        return await asyncio.to_thread(query)
 
     def normalise_login(self, login: str) -> str:
-        login = login.strip().lower()
-        if "@" not in login and self.config.server.local_domains:
-            login = f"{login}@{self.config.server.local_domains[0]}"
-        return login
+        return lockout.login_key(login, self.config.server.local_domains)
 
     def _verify(self, login: str, password: str) -> tuple[bool, str]:
         with Session(self.directory.db) as session, session.begin():
