@@ -283,3 +283,28 @@ def test_hostile_subjects_and_huge_references_over_smtp(relay_factory, sink):
     detail = json.loads(relay.cli("petitions", "show", cases[0]["number"], "--json").stdout)
     assert [m["role"] for m in detail["messages"]] == ["petition", "acknowledgement",
                                                        "follow-up"]
+
+
+def test_follow_ups_join_and_references_answer_without_a_number(relay_factory, sink):
+    relay = start_relay(relay_factory, sink)
+    send(relay.mx, CITIZEN, [INTAKE], citizen_mail(1, "Đơn thứ nhất"))
+    send(relay.mx, CITIZEN2, [INTAKE], citizen_mail(2, "Đơn thứ hai", sender=CITIZEN2))
+    ack1 = parse(wait_for(lambda: to(sink, CITIZEN))[0].data)
+    assert wait_for(lambda: to(sink, CITIZEN2))
+    number = ack1["X-Petition-Number"]
+    # the citizen adds something, by number in the Subject: it joins, no new acknowledgement
+    send(relay.mx, CITIZEN, [INTAKE], citizen_mail(3, f"Bổ sung {number.lower()}"))
+    # the officer answers the first by replying to the acknowledgement (no number typed)
+    send(relay.mx, INTAKE, [CITIZEN], reply_mail("Trả lời đơn", to=CITIZEN, n=1,
+                                                 extra={"In-Reply-To": ack1["Message-ID"]}))
+    # and the second by replying to the citizen's own message
+    send(relay.mx, INTAKE, [CITIZEN2], reply_mail("Re: Đơn thứ hai", to=CITIZEN2, n=2,
+                                                  extra={"References":
+                                                         "<c2.petition-test@example.vn>"}))
+    assert wait_for(lambda: len(to(sink, CITIZEN)) == 2 and len(to(sink, CITIZEN2)) == 2)
+    cases = lines(relay.cli("petitions", "list", "--json"))
+    assert [(c["citizen"], c["status"]) for c in cases] == [(CITIZEN, "answered"),
+                                                           (CITIZEN2, "answered")]
+    detail = json.loads(relay.cli("petitions", "show", number, "--json").stdout)
+    assert [m["role"] for m in detail["messages"]] == ["petition", "acknowledgement",
+                                                       "follow-up", "answer"]
