@@ -14,7 +14,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,38 @@ def sd_notify(state: str) -> None:
         except OSError as exc:
             log.warning("sd_notify failed: %s", exc)
 
+
+
+class ListenError(OSError):
+    """An address a daemon must listen on is taken or refused; str() names the key,
+    the address and the reason in one line (`relay` exits 69, EX_UNAVAILABLE)."""
+
+    def __init__(self, key: str, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address} ({key}): {reason}")
+
+
+@contextmanager
+def listening(addresses: dict[str, tuple[str, int] | str]) -> Iterator[None]:
+    """Binding the addresses of these config keys: an OSError becomes a ListenError
+    naming the one that failed (asyncio's message says which: `... bind on address
+    ('127.0.0.1', 2525): address already in use`)."""
+    try:
+        yield
+    except OSError as exc:
+        text = str(exc)
+        failed = [(key, a) for key, a in addresses.items()
+                  if isinstance(a, tuple) and repr(a) in text] or list(addresses.items())
+        key = ", ".join(k for k, _ in failed)
+        where = ", ".join(_address(a) for _, a in failed)
+        reason = (exc.strerror or text).rpartition("): ")[2] or text
+        raise ListenError(key, where, reason) from exc
+
+
+def _address(address: tuple[str, int] | str) -> str:
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Daemon:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from relay import metrics
 from relay.config import Config
-from relay.daemon import Daemon, sd_notify, setup_logging
+from relay.daemon import Daemon, listening, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
 from relay.policyset import PolicySet
@@ -49,9 +49,11 @@ class Server(Daemon):
         runtime = await Runtime.build(config, self.policies)
         self.hub = Hub(runtime, decisions, spool, runner.submit)
         if config.server.metrics_bind is not None:
-            metrics.serve(config.server.metrics_bind)
+            with listening({"server.metrics_bind": config.server.metrics_bind}):
+                metrics.serve(config.server.metrics_bind)
         tls = server_context(config)
-        servers = await start_listeners(self.hub, tls)
+        with listening({f"listeners.{name}": lc.bind for name, lc in config.listeners.items()}):
+            servers = await start_listeners(self.hub, tls)
         runner_task = asyncio.create_task(runner.run())
         pid_file = config.state_file("relay.pid")
         pid_file.write_text(f"{os.getpid()}\n")

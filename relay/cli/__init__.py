@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import click
 
+from relay.cli.common import RelayGroup
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dienbien-relay")
 def main() -> None:
     """Policy-enforcing SMTP relay for the Điện Biên provincial mail system (QĐ 28/2005)."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
 
-from relay.cli.common import config_option, load_config, print_json
+from relay.cli.common import OperatorError, config_option, load_config, print_json
 from relay.config import Config
 from relay.spool import Spool
 
@@ -60,10 +62,43 @@ def _notify_relay(config: Config) -> None:
 def _ids(spool: Spool, ids: Iterable[str]) -> list[str]:
     ids = list(ids)
     if ids == ["-"]:
-        ids = [line.strip() for line in sys.stdin if line.strip()]
+        ids = list(read_ids(sys.stdin))
     if ids == ["ALL"]:
         return list(spool.ids())
+    for qid in ids:
+        if not QUEUE_ID.fullmatch(qid):
+            raise OperatorError(f"{_printable(qid)!r} is not a queue id")
     return ids
+
+
+QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+
+
+def read_ids(lines: Iterable[str]) -> Iterator[str]:
+    """Queue ids from standard input: one per line, or the JSON Lines of
+    `relay queue list --json` (so `relay queue list --json | relay queue hold -` works)."""
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                qid = json.loads(line).get("queue_id")
+            except (ValueError, AttributeError):
+                qid = None
+            if not isinstance(qid, str):
+                raise OperatorError(f"standard input line {number}: a JSON object without "
+                                    "a \"queue_id\" (expected queue ids or the output of "
+                                    "`relay queue list --json`)")
+            line = qid
+        if not QUEUE_ID.fullmatch(line):
+            raise OperatorError(f"standard input line {number}: {_printable(line)[:80]!r} is "
+                                "not a queue id")
+        yield line
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 @click.group("queue")

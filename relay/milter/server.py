@@ -11,7 +11,7 @@ from pathlib import Path
 
 from relay import metrics
 from relay.config import Config
-from relay.daemon import Daemon, sd_notify, setup_logging
+from relay.daemon import Daemon, listening, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.milter.session import MilterSession
 from relay.policyset import PolicySet
@@ -104,16 +104,14 @@ class MilterService(Daemon):
         config = self.config
         config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
         if config.milter.metrics_bind is not None:
-            metrics.serve(config.milter.metrics_bind)  # counted where the decision log is written
+            with listening({"milter.metrics_bind": config.milter.metrics_bind}):
+                metrics.serve(config.milter.metrics_bind)  # counted where the log is written
         decisions = DecisionLog(config.state_file(config.server.decision_log))
         self.hub = Hub(await Runtime.build(config, self.policies), decisions)
         self.server = MilterServer(self.hub)
         try:
-            try:
+            with listening({"milter.bind": config.milter.bind}):
                 await self.server.start()
-            except OSError as exc:
-                log.error("milter cannot listen on %s: %s", config.milter.bind, exc.strerror)
-                return 71  # EX_OSERR
             self.handle_signals()
             sd_notify(f"READY=1\nSTATUS=milter on {config.milter.bind}\nMAINPID={os.getpid()}")
             log.info("relay milter ready on %s: %d policies", config.milter.bind,
