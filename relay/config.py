@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -87,7 +88,14 @@ def check_network(value: Any) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-HostPort = Annotated[tuple[str, int], BeforeValidator(parse_hostport)]
+def format_hostport(value: tuple[str, int]) -> str:
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# written back (`relay config show`) the way relay.toml spells them
+HostPort = Annotated[tuple[str, int], BeforeValidator(parse_hostport),
+                     PlainSerializer(format_hostport, when_used="json")]
 Domain = Annotated[StrictStr, AfterValidator(check_domain)]
 Network = Annotated[str, BeforeValidator(check_network)]
 
@@ -183,7 +191,8 @@ def check_octal_mode(value: Any) -> int:
 
 
 MilterBind = Annotated[StrictStr, BeforeValidator(check_milter_bind)]
-OctalMode = Annotated[int, BeforeValidator(check_octal_mode)]
+OctalMode = Annotated[int, BeforeValidator(check_octal_mode),
+                      PlainSerializer(lambda mode: f"{mode:04o}", when_used="json")]
 
 
 class MilterConfig(Section):

@@ -15,9 +15,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from relay.cli import archive, directory, milter, queue, serve, testmessage, text
+    from relay.cli import archive, config, directory, milter, queue, serve, testmessage, text
 
-    for module in (serve, testmessage, queue, directory, archive, text, milter):
+    for module in (serve, config, testmessage, queue, directory, archive, text, milter):
         for command in module.COMMANDS:
             main.add_command(command)
 

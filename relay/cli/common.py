@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -74,7 +74,21 @@ def load_policies(config: Config) -> PolicySet:
 
 
 def print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, ensure_ascii=False, default=str))
+    """One JSON value on one line (JSON Lines: call once per object of a listing);
+    datetimes as RFC 3339 UTC with `Z`."""
+    click.echo(json.dumps(obj, ensure_ascii=False, default=_json_default))
+
+
+def print_lines(rows: Iterable[Any]) -> None:
+    """A listing as JSON Lines."""
+    for row in rows:
+        print_json(row)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    return str(value)
 
 
 def is_interactive(json_output: bool = False) -> bool:

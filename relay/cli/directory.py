@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from relay.cli.common import config_option, load_config, print_json
+from relay.cli.common import config_option, load_config, print_json, print_lines
 from relay.directory import passwords
 from relay.directory.admin import Directory, DirectoryError, Writer, default_actor
 from relay.directory.schema import Kind, Status
@@ -33,7 +33,8 @@ def write_options(func: F) -> F:
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")(func)
+    return click.option("--json", "as_json", is_flag=True,
+                        help="JSON Lines on stdout (one object per line).")(func)
 
 
 def _directory(config_path: Path | None) -> Directory:
@@ -94,7 +95,7 @@ def agency_list(config_path: Path | None, as_json: bool) -> None:
     """All agencies."""
     rows = _directory(config_path).agencies()
     if as_json:
-        print_json(rows)
+        print_lines(rows)
         return
     for a in rows:
         parent = f" (in {a['parent']})" if a["parent"] else ""
@@ -192,7 +193,7 @@ def mailbox_list(agency_code: str | None, kind: str | None, status: str | None,
     """Mailboxes, filtered."""
     rows = _directory(config_path).mailboxes(agency_code, kind, status)
     if as_json:
-        print_json(rows)
+        print_lines(rows)
         return
     for b in rows:
         owner = b["owner_name"] or "-"
@@ -309,7 +310,7 @@ def log_command(key: str | None, actor: str | None, since: str | None, limit: in
     """The change history: who changed what, when, before/after, on which legal basis."""
     rows = _directory(config_path).log(key, actor, _parse_until(since), limit)
     if as_json:
-        print_json(rows)
+        print_lines(rows)
         return
     for c in rows:
         click.echo(f"{c['at']:%Y-%m-%d %H:%M:%S} {c['actor']:<12} {c['action']:<22} "

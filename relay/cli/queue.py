@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli.common import OperatorError, config_option, load_config, print_json
+from relay.cli.common import OperatorError, config_option, load_config, print_json, rfc3339
 from relay.config import Config
 from relay.spool import Spool
 
@@ -40,13 +41,14 @@ def _entry(spool: Spool, qid: str) -> dict:
     return {
         "queue_name": name,
         "queue_id": qid,
-        "arrival_time": int(env.arrival_time),
+        "arrival_time": rfc3339(env.arrival_time),
         "message_size": env.size,
         "forced_expire": False,
         "sender": env.sender,
         "recipients": recipients,
         "attempts": state.attempts,
-        "next_attempt": int(state.next_attempt) if state.next_attempt else None,
+        "next_attempt": rfc3339(state.next_attempt) if state.next_attempt else None,
+        "last_attempt": rfc3339(state.last_attempt) if state.last_attempt else None,
     }
 
 
@@ -124,7 +126,8 @@ def list_(config_path: Path | None, as_json: bool) -> None:
             print_json(entry)
             continue
         mark = {"hold": "!", "active": "*"}.get(entry["queue_name"], " ")
-        arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(entry["arrival_time"]))
+        arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(
+            spool.load_envelope(qid).arrival_time))
         click.echo(f"{qid}{mark} {entry['message_size']:>8} {arrival}  <{entry['sender']}>")
         for r in entry["recipients"]:
             if "delay_reason" in r:
@@ -137,15 +140,20 @@ def list_(config_path: Path | None, as_json: bool) -> None:
 @queue.command("show")
 @config_option
 @click.argument("queue_id")
-def show(config_path: Path | None, queue_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: the `queue list --json` fields, the headers, and the "
+              "message (as text when it is UTF-8, else in message_base64).")
+def show(config_path: Path | None, queue_id: str, as_json: bool) -> None:
     """Print a queued message with its envelope and delivery state."""
     spool = _spool(load_config(config_path))
     try:
         entry = _entry(spool, queue_id)
         _, data = spool.load(queue_id)
     except KeyError:
-        click.echo(f"relay: no message {queue_id} in the queue", err=True)
-        sys.exit(1)
+        raise OperatorError(f"no message {_printable(queue_id)!r} in the queue", 1) from None
+    if as_json:
+        print_json({**entry, **_message_json(data)})
+        return
     for key in ("queue_name", "sender", "arrival_time", "message_size", "attempts"):
         click.echo(f"{key}: {entry[key]}")
     for r in entry["recipients"]:
@@ -153,6 +161,16 @@ def show(config_path: Path | None, queue_id: str) -> None:
     click.echo("")
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
+
+
+def _message_json(data: bytes) -> dict:
+    from relay.message import Message, decode_header_value
+
+    headers = [[name, decode_header_value(value)] for name, value in Message(data).headers]
+    try:
+        return {"headers": headers, "message": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"headers": headers, "message_base64": base64.b64encode(data).decode()}
 
 
 @queue.command("flush")
