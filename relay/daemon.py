@@ -16,9 +16,12 @@ import sys
 import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from relay import metrics
+from relay.archive import Archive
 from relay.config import Config, ConfigError, load
 from relay.policyset import PolicySet
 from relay.runtime import Runtime
@@ -124,10 +127,33 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload()))
+        # logrotate's postrotate (no copytruncate): write to a new decision-log file
+        loop.add_signal_handler(signal.SIGUSR2, self.reopen_logs)
         self.spawn(watchdog())
+        self.spawn(self.refresh_gauges())
+
+    def reopen_logs(self) -> None:
+        """SIGUSR2, and SIGHUP before it reloads: reopen the decision log by its name."""
+        if self.hub.decisions is not None:
+            try:
+                self.hub.decisions.reopen()
+            except OSError as exc:  # keep writing to the old file rather than stop
+                log.error("cannot reopen the decision log: %s", exc)
+
+    async def refresh_gauges(self, every: float = 5.0) -> None:
+        """Gauges read from stores (the archive's signing backlog), while the daemon runs."""
+        while True:
+            archive = self.hub.runtime.services.archive
+            if archive is not None:
+                try:
+                    await asyncio.to_thread(refresh_archive_gauges, archive)
+                except Exception as exc:  # the database may be away for a moment
+                    log.debug("archive gauges not refreshed: %s", exc)
+            await asyncio.sleep(every)
 
     async def reload(self) -> None:
         """SIGHUP: RELOADING=1, load and build, READY=1; a refused file changes nothing."""
+        self.reopen_logs()
         sd_notify("RELOADING=1\nMONOTONIC_USEC="
                   f"{int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)}")
         try:
@@ -147,6 +173,24 @@ class Daemon:
 
     def note_restart_needed(self, old: Config, new: Config) -> None:
         """Log the changes a reload cannot apply (listening addresses)."""
+
+
+def refresh_archive_gauges(archive: Archive) -> None:
+    """relay_archive_unsigned_entries and ..._last_checkpoint_timestamp_seconds from the
+    archive's database: two indexed MAX() queries."""
+    import sqlalchemy as sa
+
+    from relay.archive import schema
+
+    with archive.db.connect() as conn:
+        head = conn.execute(sa.select(sa.func.max(schema.entry.c.seq))).scalar() or 0
+        c = schema.checkpoint
+        signed, at = conn.execute(sa.select(sa.func.max(c.c.seq),
+                                            sa.func.max(c.c.signed_at))).one()
+    metrics.ARCHIVE_UNSIGNED.set(max(0, head - (signed or 0)))
+    if at is not None and at.tzinfo is None:  # stored as naive UTC
+        at = at.replace(tzinfo=UTC)
+    metrics.ARCHIVE_CHECKPOINT.set(at.timestamp() if at is not None else 0)
 
 
 async def watchdog() -> None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from relay.metrics import FINDINGS, TRANSACTIONS
+from relay.metrics import FINDINGS, TRANSACTION_SECONDS, TRANSACTIONS
 from relay.model import Outcome, Reply, Transaction
 
 
@@ -45,11 +45,21 @@ class DecisionLog:
     def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
         entry = record(tx, outcome, reply)
         TRANSACTIONS.labels(entry["listener"], entry["action"]).inc()
+        TRANSACTION_SECONDS.labels(entry["listener"], entry["action"]).observe(
+            max(0.0, time.time() - tx.started))
         for f in entry["findings"]:
             FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()
         line = json.dumps(entry, ensure_ascii=False, default=str)
         with self._lock:
             self._fh.write(line + "\n")
+
+    def reopen(self) -> None:
+        """Open the file by its name again: after logrotate renamed it (SIGUSR2/SIGHUP),
+        new lines go to a new file; the old one is closed once its last line is in."""
+        fresh = self.path.open("a", encoding="utf-8", buffering=1)
+        with self._lock:
+            old, self._fh = self._fh, fresh
+        old.close()
 
     def close(self) -> None:
         self._fh.close()

@@ -21,6 +21,7 @@ import aiosmtplib
 
 from relay.config import Config
 from relay.durable import fsync_dir, write_durably
+from relay.metrics import DELIVERY_SECONDS, worst
 from relay.spool import QueueEnvelope
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
@@ -343,14 +344,37 @@ class Router:
         remote = [r for r in recipients if not self.config.is_local(r)]
         results: dict[str, Result] = {}
         if local:
-            results.update(await self.local.deliver(env, data, local))
+            results.update(await self._timed(self.local, self.config.backend.kind, env, data,
+                                             local))
         if remote:
             if self.outbound is None:
                 results.update({r: Result("temporary", "no route: outbound.relayhost is not set")
                                 for r in remote})
             else:
-                results.update(await self.outbound.deliver(env, data, remote))
+                results.update(await self._timed(self.outbound, "relayhost", env, data, remote))
         return results
+
+    async def _timed(self, backend: Backend, route: str, env: QueueEnvelope, data: bytes,
+                     recipients: list[str]) -> dict[str, Result]:
+        started = time.monotonic()
+        results = await backend.deliver(env, data, recipients)
+        DELIVERY_SECONDS.labels(route, worst([r.status for r in results.values()])).observe(
+            time.monotonic() - started)
+        return results
+
+    def describe(self, recipient: str) -> tuple[str, str]:
+        """(transport, relay) of RECIPIENT for the mail log: ("lmtp",
+        "127.0.0.1[127.0.0.1]:24"), ("local", "maildir"), ("smtp", ...)."""
+        if self.config.is_local(recipient):
+            b = self.config.backend
+            if b.kind == "maildir":
+                return "local", "maildir"
+            where = b.host if b.host.startswith("/") else f"{b.host}[{b.host}]:{b.port}"
+            return b.kind, where
+        relayhost = self.config.outbound.relayhost
+        if relayhost is None:
+            return "smtp", "none"
+        return "smtp", f"{relayhost[0]}[{relayhost[0]}]:{relayhost[1]}"
 
     async def close(self) -> None:
         await self.local.close()

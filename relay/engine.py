@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from policies.base import Context, Policy
 from relay.config import Config
 from relay.message import Message
+from relay.metrics import POLICY_SECONDS
 from relay.model import (
     ACTION_STRENGTH,
     Action,
@@ -195,7 +196,8 @@ class Engine:
         decisions: list[Decision] = []
         for policy in self._by_stage[stage]:
             try:
-                findings = await policy.check(stage, tx, recipient)
+                with POLICY_SECONDS.labels(policy.name, stage.value).time():
+                    findings = await policy.check(stage, tx, recipient)
             except Exception:
                 # a broken policy must not let mail through unchecked: fail closed
                 log.exception("policy %s failed at %s", policy.name, stage)

@@ -15,7 +15,7 @@ import time
 from relay.config import Config
 from relay.delivery import Router
 from relay.dsn import build_dsn
-from relay.metrics import DELIVERIES, QUEUE
+from relay.metrics import DELIVERIES, age_of_id, queue_metrics
 from relay.model import new_id
 from relay.spool import QueueEnvelope, RecipientState, Spool
 
@@ -37,7 +37,8 @@ class QueueRunner:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.queue.concurrency)
         self._stopping = False
-        QUEUE.set_function(lambda: len(self._due))
+        self._gauges = queue_metrics()
+        self._gauged = 0.0  # monotonic time the gauges were last set
 
     def submit(self, queue_id: str) -> None:
         """A new message is on disk: try it now."""
@@ -78,9 +79,20 @@ class QueueRunner:
             except TimeoutError:
                 pass
             self._wake.clear()
+            self._set_gauges()
             if time.monotonic() - last_scan >= self.config.queue.scan_interval:
                 self.rescan()
                 last_scan = time.monotonic()
+
+    def _set_gauges(self, every: float = 1.0) -> None:
+        """Queue size and the age of its oldest message, at most once a second (ids
+        begin with their time, so the oldest is the smallest: no file is read)."""
+        if time.monotonic() - self._gauged < every:
+            return
+        self._gauged = time.monotonic()
+        self._gauges.messages.set(len(self._due))
+        oldest = min(self._due, default=None)
+        self._gauges.oldest_age.set((oldest and age_of_id(oldest)) or 0)
 
     async def stop(self) -> None:
         self._stopping = True

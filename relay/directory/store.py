@@ -32,6 +32,7 @@ from relay.config import Config
 from relay.directory import naming, passwords
 from relay.directory.admin import LIVE, Directory, personal_address
 from relay.directory.schema import Delegation, Kind, Mailbox, State, Status, utcnow
+from relay.metrics import AUTH_FAILURES, AUTH_LOCKOUTS
 
 log = logging.getLogger("relay.directory")
 auth_log = logging.getLogger("relay.auth")
@@ -237,6 +238,7 @@ class DirectoryStore:
         now = time.monotonic()
         if self._by_login.locked(login, now) or self._by_ip.locked(client_ip, now):
             auth_log.warning("auth refused (locked out): login=%r ip=%s", login, client_ip)
+            AUTH_FAILURES.labels("locked_out").inc()
             return False
         ok, reason = await asyncio.to_thread(self._verify, login, password)
         now = time.monotonic()
@@ -246,6 +248,10 @@ class DirectoryStore:
             return True
         locked_login = self._by_login.fail(login, now)
         locked_ip = self._by_ip.fail(client_ip, now)
+        AUTH_FAILURES.labels(reason.replace(" ", "_")).inc()  # a few fixed reasons
+        for scope, locked in (("login", locked_login), ("ip", locked_ip)):
+            if locked:
+                AUTH_LOCKOUTS.labels(scope).inc()
         auth_log.warning("auth failed (%s): login=%r ip=%s%s%s", reason, login, client_ip,
                          "; login locked out" if locked_login else "",
                          "; client IP locked out" if locked_ip else "")
