@@ -122,6 +122,11 @@ class ServerConfig(Section):
     policy_dirs: list[StrictStr] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_bind: HostPort | None = None  # Prometheus /metrics, e.g. "127.0.0.1:9325"
+    # Postfix-shaped mail log lines (relay.maillog): syslog (facility mail), stderr, off
+    mail_log: Literal["syslog", "stderr", "off"] = "syslog"
+    # program names relay/smtpd, relay/qmgr, ... (pflogsumm --syslog-name=relay)
+    syslog_name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "relay"
+    syslog_socket: StrictStr = "/dev/log"
 
 
 class ListenerConfig(Section):

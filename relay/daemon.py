@@ -14,13 +14,14 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from relay import metrics
+from relay import maillog, metrics
 from relay.archive import Archive
 from relay.config import Config, ConfigError, load
 from relay.policyset import PolicySet
@@ -51,6 +52,22 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    # noise on every start or login that no one can act on: Alembic saying which
+    # dialect it found, aiosmtpd's deprecation of the attribute it sets itself on AUTH,
+    # and its warning about AUTH without STARTTLS, given to our implicit-TLS listener
+    logging.getLogger("alembic.runtime.migration").addFilter(
+        _Drop("Context impl", "Will assume"))
+    logging.getLogger("mail.log").addFilter(_Drop("Session.login_data is deprecated"))
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+
+
+class _Drop(logging.Filter):
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
 
 
 def sd_notify(state: str) -> None:
@@ -116,6 +133,7 @@ class Daemon:
         self.config_path = config_path
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        maillog.setup(config.server)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -169,6 +187,7 @@ class Daemon:
         self.note_restart_needed(self.hub.runtime.config, runtime.config)
         self.config = runtime.config
         self.hub.swap(runtime)
+        maillog.setup(runtime.config.server)
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
 
     def note_restart_needed(self, old: Config, new: Config) -> None:

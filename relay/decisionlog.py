@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay import maillog
 from relay.metrics import FINDINGS, TRANSACTION_SECONDS, TRANSACTIONS
 from relay.model import Outcome, Reply, Transaction
 
@@ -52,6 +53,7 @@ class DecisionLog:
         line = json.dumps(entry, ensure_ascii=False, default=str)
         with self._lock:
             self._fh.write(line + "\n")
+        maillog.received(tx, outcome, reply)
 
     def reopen(self) -> None:
         """Open the file by its name again: after logrotate renamed it (SIGUSR2/SIGHUP),

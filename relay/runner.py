@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from relay import maillog
 from relay.config import Config
 from relay.delivery import Router
 from relay.dsn import build_dsn
@@ -120,23 +121,24 @@ class QueueRunner:
         env, data = await asyncio.to_thread(self.spool.load, qid)
         state = await asyncio.to_thread(self.spool.load_state, qid)
         pending = state.pending(env)
+        started = time.monotonic()
         results = await self.router.deliver(env, data, pending) if pending else {}
+        transmission = time.monotonic() - started
         now = time.time()
         failures: dict[str, str] = {}
         for rcpt, result in results.items():
             DELIVERIES.labels(result.status).inc()
+            maillog.delivered(qid, rcpt, result.status, result.reply,
+                              *self.router.describe(rcpt), now - env.arrival_time,
+                              transmission)
             rs = state.recipients.setdefault(rcpt, RecipientState())
             rs.attempts += 1
             rs.reason = result.reply
             if result.ok:
                 rs.status = "delivered"
-                log.info("queue %s: to=<%s> status=sent (%s)", qid, rcpt, result.reply)
             elif result.status == "permanent":
                 rs.status = "failed"
                 failures[rcpt] = result.reply
-                log.info("queue %s: to=<%s> status=bounced (%s)", qid, rcpt, result.reply)
-            else:
-                log.info("queue %s: to=<%s> status=deferred (%s)", qid, rcpt, result.reply)
         state.attempts += 1
         state.last_attempt = now
         expired = now - env.arrival_time > self.config.queue.max_queue_lifetime
@@ -150,6 +152,7 @@ class QueueRunner:
         if not state.pending(env):
             await asyncio.to_thread(self.spool.remove, qid)
             self._due.pop(qid, None)
+            maillog.removed(qid)
             return
         q = self.config.queue
         state.next_attempt = now + backoff(state.attempts, q.min_backoff, q.max_backoff)
@@ -166,4 +169,6 @@ class QueueRunner:
         dsn = build_dsn(env, data, failures, self.config.server.hostname, expired=expired)
         bounce = QueueEnvelope(queue_id=new_id(), sender="", recipients=[env.sender], is_dsn=True)
         await self.spool.put(bounce, dsn)
+        maillog.bounced(env.queue_id, bounce.queue_id)
+        maillog.queued(bounce.queue_id, "", len(dsn), 1)
         self.submit(bounce.queue_id)

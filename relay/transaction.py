@@ -79,7 +79,7 @@ class Conversation:
         self._open = True
         reply = await self._guarded(self.runtime.engine.mail(self.tx, sender, options))
         if reply is not None:
-            self._refused(reply)
+            self._refused(reply, "MAIL", sender)
             self.tx.mail_from = ""
             return reply
         return MAIL_OK
@@ -87,7 +87,7 @@ class Conversation:
     async def rcpt(self, recipient: str) -> Reply:
         reply = await self._guarded(self.runtime.engine.rcpt(self.tx, recipient))
         if reply is not None:
-            self._refused(reply)
+            self._refused(reply, "RCPT", recipient)
             return reply
         return RCPT_OK
 
@@ -199,8 +199,10 @@ class Conversation:
                 self.finish(Outcome.of(last), last)
 
     # --- helpers ----------------------------------------------------------------------
-    def _refused(self, reply: Reply) -> None:
+    def _refused(self, reply: Reply, stage: str, address: str) -> None:
         self._last_reply = reply
+        if len(self.tx.refused) < 100:  # for the mail log (relay.maillog); a bounded list
+            self.tx.refused.append((stage, address, reply))
 
     async def _guarded(self, call):  # noqa: ANN001 - an engine coroutine
         """An engine bug answers 451 rather than dropping the connection."""
