@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from relay.archive import Archive, Filters, chain, schema
+from relay.archive import Archive, Filters, chain, heads, schema
 from relay.archive.blobs import compress
 from relay.archive.verify import verify_archive
 from relay.config import from_dict
@@ -124,7 +124,7 @@ def fill(archive: Archive, rng: random.Random, target: int, batch: int = 2000) -
         n = min(batch, target - i)
         rows, blobs = [], {}
         with archive.db.begin() as conn:
-            last, prev = Archive._take_head(conn, "entries", n)
+            last, prev = heads.take(conn, heads.ENTRIES, n)
             for k in range(last - n + 1, last + 1):
                 mailbox = rng.choice(OFFICIAL)
                 out = rng.random() < 0.5
@@ -148,7 +148,7 @@ def fill(archive: Archive, rng: random.Random, target: int, batch: int = 2000) -
                     chain.entry_fields(row)))
                 rows.append(row)
                 if k % 1000 == 0:
-                    archive._sign(conn, k, prev, row["recorded_at"])
+                    archive.checkpoints.sign(conn, row["recorded_at"], entries=(k, prev))
             if files:
                 for digest, (_, stored) in blobs.items():
                     path = archive.blobs.path(digest)
@@ -158,7 +158,7 @@ def fill(archive: Archive, rng: random.Random, target: int, batch: int = 2000) -
                 conn.execute(schema.blob.insert(), [
                     {"hash": d, "size": s, "data": b} for d, (s, b) in blobs.items()])
             conn.execute(schema.entry.insert(), rows)
-            Archive._set_head(conn, "entries", prev)
+            heads.advance(conn, heads.ENTRIES, prev)
         i += n
         print(f"\r  filled {i}/{target}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)

@@ -25,8 +25,10 @@ The inspection runs in a worker thread so the event loop keeps serving.
 from __future__ import annotations
 
 import asyncio
+import bz2
 import fnmatch
 import io
+import struct
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -169,7 +171,7 @@ class AttachmentsPolicy(Policy):
         out: list[Finding] = []
         for part in parts:
             item = Item(f"part {part.path}", part.filename, part.content_type,
-                        real_type(part.payload))
+                        real_type(part.head(SNIFF_BYTES)))
             out.extend(self.judge(item))
             if self.opts.inspect_archives and item.real == "application/zip":
                 out.extend(self.inspect_zip(part, item))
@@ -217,6 +219,10 @@ class AttachmentsPolicy(Policy):
         where = f"part {part.path}: {name}"
         details: dict[str, object] = {"where": where, "name": part.filename}
         opts = self.opts
+        declared = _declared_entries(part.payload)
+        if declared is not None and declared > opts.max_archive_entries:
+            # refused before zipfile reads a central directory of that size
+            return [self._limits(name, f"{declared} members", details)]
         try:
             zf = zipfile.ZipFile(io.BytesIO(part.payload))
             members = zf.infolist()
@@ -237,9 +243,14 @@ class AttachmentsPolicy(Policy):
                     encrypted.append(info.filename)
                     out.extend(self.judge(member))  # the name can still be judged
                     continue
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED,
+                                              zipfile.ZIP_BZIP2):
+                    return [*out, self._limits(
+                        name, f"{info.filename}: compression method {info.compress_type} "
+                        "is not inspected", details)]
                 try:
                     head = b""
-                    for chunk in _read(zf, info):
+                    for chunk in _read(zf, info, part.payload):
                         if len(head) < SNIFF_BYTES:
                             head += chunk[: SNIFF_BYTES - len(head)]
                         total += len(chunk)
@@ -276,8 +287,46 @@ class AttachmentsPolicy(Policy):
                             details=details)
 
 
-def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
-    """A member's real bytes, a bounded chunk at a time (zipfile inflates incrementally)."""
-    with zf.open(info) as fh:
-        while chunk := fh.read(READ_CHUNK):
-            yield chunk
+def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes) -> Iterator[bytes]:
+    """A member's real bytes, a bounded chunk at a time.
+
+    zipfile inflates deflate incrementally, but hands bzip2 the whole compressed
+    member at once: a few hundred bytes of bzip2 become hundreds of megabytes in one
+    call (a zip bomb). bzip2 members are therefore decompressed here from their raw
+    bytes, never more than READ_CHUNK at a time."""
+    if info.compress_type != zipfile.ZIP_BZIP2:
+        with zf.open(info) as fh:
+            while chunk := fh.read(READ_CHUNK):
+                yield chunk
+        return
+    start = _member_data_offset(data, info)
+    raw = memoryview(data)[start:start + info.compress_size]
+    decompressor = bz2.BZ2Decompressor()
+    for i in range(0, len(raw), READ_CHUNK):
+        chunk = decompressor.decompress(raw[i:i + READ_CHUNK], READ_CHUNK)
+        yield chunk
+        while not decompressor.needs_input and not decompressor.eof:
+            yield decompressor.decompress(b"", READ_CHUNK)
+        if decompressor.eof:
+            return
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+_EOCD = b"PK\x05\x06"
+
+
+def _member_data_offset(data: bytes, info: zipfile.ZipInfo) -> int:
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(data, info.header_offset)
+    if signature != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"{info.filename}: bad local header")
+    return info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+
+
+def _declared_entries(data: bytes) -> int | None:
+    """The member count the end-of-central-directory record declares (None: not found,
+    or zip64), read before zipfile parses every central-directory entry."""
+    at = data.rfind(_EOCD, max(0, len(data) - 65_557))
+    if at < 0 or at + 22 > len(data):
+        return None
+    (total,) = struct.unpack_from("<H", data, at + 10)
+    return None if total == 0xFFFF else total

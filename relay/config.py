@@ -87,7 +87,22 @@ def check_network(value: Any) -> str:
         raise ValueError(f"expected a CIDR such as 10.0.0.0/8, got {value!r}") from None
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from 1048576, "512MiB", "1 GiB", "20MB" (powers of 1024 either way)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
+    raise ValueError(f"expected a size such as 1048576, \"512MiB\" or \"1GiB\", got {value!r}")
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
 def format_hostport(value: tuple[str, int]) -> str:
     host, port = value
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -113,9 +128,16 @@ class ServerConfig(Section):
     max_message_size: StrictInt = Field(26_214_400, ge=1024, le=2**31)
     max_recipients: StrictInt = Field(100, ge=1, le=100_000)
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    # per client (IPv4 address, IPv6 /64); trusted_networks are exempt; 0: no limit
+    max_connections_per_ip: StrictInt = Field(50, ge=0, le=100_000)
+    connection_rate_limit: StrictInt = Field(0, ge=0, le=1_000_000)  # new sessions per minute
+    # SMTP front processes sharing the listeners (one queue runner); 0: one per core
+    workers: StrictInt = Field(0, ge=0, le=256)
     idle_timeout: Duration = 300.0
     data_timeout: Duration = 600.0
     max_noop: StrictInt = Field(20, ge=1)
+    # a line in DATA ending in bare LF or CR: made CRLF (as Postfix >= 3.9), or 554 5.6.0
+    bare_newline: Literal["normalize", "reject"] = "normalize"
     tls_cert: StrictStr = ""
     tls_key: StrictStr = ""
     decision_log: StrictStr = "log/decisions.jsonl"
@@ -206,10 +228,29 @@ class MilterConfig(Section):
     bind: MilterBind = "127.0.0.1:8894"
     socket_mode: OctalMode = 0o660  # unix socket only: Postfix's smtpd must be able to connect
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
+    workers: StrictInt = Field(0, ge=0, le=256)  # milter processes on the socket; 0: per core
     idle_timeout: Duration = 600.0  # longest wait for Postfix's next packet
     progress_interval: Duration = 10.0  # SMFIR_PROGRESS while a slow check runs at end of data
     # Prometheus /metrics of the milter process (its own port: `relay serve` may run too)
     metrics_bind: HostPort | None = None
+
+
+class InspectionConfig(Section):
+    """The DATA stage (MIME parsing, content policies) in worker processes with budgets."""
+
+    # worker processes kept ready per front process; 0: one per core
+    workers: StrictInt = Field(0, ge=0, le=256)
+    # more are started when all are busy (a few slow messages must not stall the rest)
+    max_workers: StrictInt = Field(0, ge=0, le=1024)  # 0: 4 x workers
+    timeout: Duration = 20.0  # wall time per message; past it the worker is killed
+    max_memory: Size = Field(1024 ** 3, ge=64 * 1024 ** 2)  # per worker (RLIMIT_DATA)
+    max_parts: StrictInt = Field(1000, ge=1, le=1_000_000)  # MIME parts per message
+    max_depth: StrictInt = Field(20, ge=1, le=1000)  # MIME nesting
+    # what a message over budget gets (inspection.timeout | .memory | .too_complex);
+    # a crashed worker is always a temporary failure
+    action: Literal["reject", "tempfail", "tag", "log"] = "tempfail"
+    actions: dict[Literal["inspection.timeout", "inspection.memory", "inspection.too_complex"],
+                  Literal["reject", "tempfail", "tag", "log"]] = {}
 
 
 class ArchiveConfig(Section):
@@ -228,6 +269,8 @@ class ArchiveConfig(Section):
     checkpoint_interval: Duration = 3600.0  # ... or when the last checkpoint is this old
     signing_key: StrictStr = "archive/signing.key"  # relative to state_dir
     public_key: StrictStr = ""  # default: signing_key + ".pub"
+    # keys replaced by `keygen --force` that verify still accepts for older checkpoints
+    retired_public_keys: list[StrictStr] = []
     retention: Duration = 3650 * 86400.0  # 0: keep forever
 
 
@@ -243,6 +286,7 @@ class Config(Section):
     directory: DirectoryConfig = DirectoryConfig()
     milter: MilterConfig = MilterConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    inspection: InspectionConfig = InspectionConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
     )

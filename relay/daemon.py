@@ -19,14 +19,16 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relay import maillog, metrics
-from relay.archive import Archive
 from relay.config import Config, ConfigError, load
-from relay.policyset import PolicySet
+from relay.policyset import PolicySet, configure
 from relay.runtime import Runtime
 from relay.transaction import Hub
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger("relay")
 
@@ -42,12 +44,15 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in text.splitlines())
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, tag: str = "") -> None:
+    """`tag` names the process (front1, front2...) when a daemon runs as several."""
     handler = logging.StreamHandler(sys.stderr)
+    where = f"[{tag}]" if tag else ""
     if sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s"))
     else:  # journald or a pipe: let the priority prefix carry the level
-        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+        handler.setFormatter(JournalFormatter(f"%(name)s{where}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -97,17 +102,19 @@ class ListenError(OSError):
 @contextmanager
 def listening(addresses: dict[str, tuple[str, int] | str]) -> Iterator[None]:
     """Binding the addresses of these config keys: an OSError becomes a ListenError
-    naming the one that failed (asyncio's message says which: `... bind on address
-    ('127.0.0.1', 2525): address already in use`)."""
+    naming the one that failed (asyncio's message says which, `... bind on address
+    ('127.0.0.1', 2525): address already in use`, and so does relay.supervisor's,
+    `cannot listen on 127.0.0.1:2525 (mx): Address already in use`)."""
     try:
         yield
     except OSError as exc:
         text = str(exc)
         failed = [(key, a) for key, a in addresses.items()
-                  if isinstance(a, tuple) and repr(a) in text] or list(addresses.items())
+                  if (isinstance(a, tuple) and repr(a) in text) or f"{_address(a)} " in text
+                  ] or list(addresses.items())
         key = ", ".join(k for k, _ in failed)
         where = ", ".join(_address(a) for _, a in failed)
-        reason = (exc.strerror or text).rpartition("): ")[2] or text
+        reason = (exc.strerror or text).rpartition(": ")[2] or text
         raise ListenError(key, where, reason) from exc
 
 
@@ -151,23 +158,37 @@ class Daemon:
         self.spawn(self.refresh_gauges())
 
     def reopen_logs(self) -> None:
-        """SIGUSR2, and SIGHUP before it reloads: reopen the decision log by its name."""
-        if self.hub.decisions is not None:
+        """SIGUSR2, and SIGHUP before it reloads: reopen the decision log by its name,
+        here or, when front processes write it, in each of them."""
+        supervisor = getattr(self, "supervisor", None)
+        if supervisor is not None:
+            supervisor.reopen_logs()
+            return
+        hub = getattr(self, "hub", None)
+        if hub is not None and hub.decisions is not None:
             try:
-                self.hub.decisions.reopen()
+                hub.decisions.reopen()
             except OSError as exc:  # keep writing to the old file rather than stop
                 log.error("cannot reopen the decision log: %s", exc)
 
     async def refresh_gauges(self, every: float = 5.0) -> None:
-        """Gauges read from stores (the archive's signing backlog), while the daemon runs."""
-        while True:
-            archive = self.hub.runtime.services.archive
-            if archive is not None:
-                try:
-                    await asyncio.to_thread(refresh_archive_gauges, archive)
-                except Exception as exc:  # the database may be away for a moment
-                    log.debug("archive gauges not refreshed: %s", exc)
-            await asyncio.sleep(every)
+        """Gauges read from stores while the daemon runs: the archive's signing backlog
+        (its own small connection pool, also where front processes do the archiving)."""
+        from relay.db import make_engine
+
+        engine = None
+        try:
+            while True:
+                if self.config.archive.enabled:
+                    try:
+                        engine = engine or make_engine(self.config.directory_url)
+                        await asyncio.to_thread(refresh_archive_gauges, engine)
+                    except Exception as exc:  # no archive yet, or the database is away
+                        log.debug("archive gauges not refreshed: %s", exc)
+                await asyncio.sleep(every)
+        finally:
+            if engine is not None:
+                engine.dispose()
 
     async def reload(self) -> None:
         """SIGHUP: RELOADING=1, load and build, READY=1; a refused file changes nothing."""
@@ -175,7 +196,10 @@ class Daemon:
         sd_notify("RELOADING=1\nMONOTONIC_USEC="
                   f"{int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)}")
         try:
-            runtime = await Runtime.build(load(self.config_path))
+            config = load(self.config_path)
+            policies = configure(config)
+            self.note_restart_needed(self.config, config)
+            await self.apply(config, policies)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
@@ -184,24 +208,26 @@ class Daemon:
             return
         finally:
             sd_notify("READY=1")
-        self.note_restart_needed(self.hub.runtime.config, runtime.config)
-        self.config = runtime.config
-        self.hub.swap(runtime)
-        maillog.setup(runtime.config.server)
+        self.config, self.policies = config, policies
+        maillog.setup(config.server)
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
+
+    async def apply(self, config: Config, policies: PolicySet) -> None:
+        """Serve new connections under a new configuration (one process: a new runtime)."""
+        self.hub.swap(await Runtime.build(config, policies))
 
     def note_restart_needed(self, old: Config, new: Config) -> None:
         """Log the changes a reload cannot apply (listening addresses)."""
 
 
-def refresh_archive_gauges(archive: Archive) -> None:
+def refresh_archive_gauges(engine: Engine) -> None:
     """relay_archive_unsigned_entries and ..._last_checkpoint_timestamp_seconds from the
     archive's database: two indexed MAX() queries."""
     import sqlalchemy as sa
 
     from relay.archive import schema
 
-    with archive.db.connect() as conn:
+    with engine.connect() as conn:
         head = conn.execute(sa.select(sa.func.max(schema.entry.c.seq))).scalar() or 0
         c = schema.checkpoint
         signed, at = conn.execute(sa.select(sa.func.max(c.c.seq),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -37,11 +38,14 @@ def record(tx: Transaction, outcome: Outcome, reply: Reply | str) -> dict[str, A
 
 
 class DecisionLog:
+    """Appended to by every front process: each line is one write() to an O_APPEND
+    file, so lines of several processes never interleave."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._fh = path.open("a", encoding="utf-8", buffering=1)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
     def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
         entry = record(tx, outcome, reply)
@@ -50,18 +54,18 @@ class DecisionLog:
             max(0.0, time.time() - tx.started))
         for f in entry["findings"]:
             FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()
-        line = json.dumps(entry, ensure_ascii=False, default=str)
+        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
         with self._lock:
-            self._fh.write(line + "\n")
+            os.write(self._fd, line)
         maillog.received(tx, outcome, reply)
 
     def reopen(self) -> None:
         """Open the file by its name again: after logrotate renamed it (SIGUSR2/SIGHUP),
-        new lines go to a new file; the old one is closed once its last line is in."""
-        fresh = self.path.open("a", encoding="utf-8", buffering=1)
+        new lines go to a new file; lines already written stay in the renamed one."""
+        fresh = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         with self._lock:
-            old, self._fh = self._fh, fresh
-        old.close()
+            old, self._fd = self._fd, fresh
+        os.close(old)
 
     def close(self) -> None:
-        self._fh.close()
+        os.close(self._fd)

@@ -72,7 +72,7 @@ class MaildirBackend:
         now = time.time()
         return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._seq}.{self.hostname}"
 
-    def _deliver_one(self, rcpt: str, data: bytes) -> Result:
+    def _deliver_one(self, rcpt: str, data: list[bytes]) -> Result:
         folder = self.root / mailbox_folder(rcpt)
         for sub in ("tmp", "new", "cur"):
             (folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -89,7 +89,9 @@ class MaildirBackend:
         for rcpt in recipients:
             headers = (f"Return-Path: <{env.sender}>\r\nDelivered-To: {rcpt}\r\n").encode()
             try:
-                results[rcpt] = await asyncio.to_thread(self._deliver_one, rcpt, headers + data)
+                # written as two pieces: a large message is not copied to add two lines
+                results[rcpt] = await asyncio.to_thread(self._deliver_one, rcpt,
+                                                        [headers, data])
             except OSError as exc:
                 results[rcpt] = Result("temporary", f"451 4.3.0 maildir write failed: {exc}")
         return results

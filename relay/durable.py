@@ -7,6 +7,7 @@ only the file), so each helper says which of the two it does.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -18,13 +19,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create, write, fsync, close: the bytes are on disk (the name not yet: fsync_dir)."""
+def write_durably(path: Path, data: bytes | Iterable[bytes], mode: int = 0o600) -> None:
+    """Create, write, fsync, close: the bytes are on disk (the name not yet: fsync_dir).
+
+    `data` may be pieces (read from a large message's file as they are written)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for piece in [data] if isinstance(data, bytes | bytearray) else data:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

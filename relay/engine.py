@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from policies.base import Context, Policy
 from relay.config import Config
-from relay.message import Message
+from relay.message import Message, MessageTooComplex
 from relay.metrics import POLICY_SECONDS
 from relay.model import (
     ACTION_STRENGTH,
@@ -100,11 +100,18 @@ def too_many_recipients(limit: int, recipient: str) -> Finding:
 
 @dataclass
 class Verdict:
-    """The engine's answer after DATA."""
+    """The engine's answer after DATA, and how the message is to be delivered:
+    `prefix` (header fields added on top: tags, the trace field) followed by the
+    message as received, or by `replaced` when a conversion rewrote it. Kept apart
+    so that a large received message is never copied to add a header."""
 
     outcome: Outcome  # accept | reject | tempfail
     reply: Reply
-    data: bytes  # the message as it would be delivered (tags and conversions applied)
+    prefix: bytes = b""
+    replaced: bytes | None = None
+
+    def delivered(self, received: bytes) -> bytes:
+        return self.prefix + (received if self.replaced is None else self.replaced)
 
 
 class Engine:
@@ -158,19 +165,19 @@ class Engine:
 
     async def data(self, tx: Transaction, raw: bytes) -> Verdict:
         if len(raw) > self.config.server.max_message_size:
-            return Verdict(Outcome.REJECT, self.oversize(tx, len(raw)), raw)
-        tx.message = Message(raw)
+            return Verdict(Outcome.REJECT, self.oversize(tx, len(raw)))
+        inspection = self.config.inspection
+        tx.message = Message(raw, inspection.max_parts, inspection.max_depth)
         tx.summary = tx.message.summary()
         reply = await self._decide(Stage.DATA, tx)
         if reply is not None:
-            return Verdict(Outcome.of(reply), reply, raw)
-        data = self._apply_conversions(tx, raw)
+            return Verdict(Outcome.of(reply), reply)
+        converted = self._apply_conversions(tx, raw)
         for d in tx.decisions:
             if d.action is Action.TAG:
                 tx.added_headers.append(tag_header(d.finding))
-        if tx.added_headers:
-            data = Message.prepend_headers(data, tx.added_headers)
-        return Verdict(Outcome.ACCEPT, ACCEPTED, data)
+        return Verdict(Outcome.ACCEPT, ACCEPTED, Message.prepend_headers(b"", tx.added_headers),
+                       None if converted is raw else converted)
 
     # --- relay control -----------------------------------------------------------
     def may_relay(self, tx: Transaction, recipient: str) -> bool:
@@ -198,6 +205,8 @@ class Engine:
             try:
                 with POLICY_SECONDS.labels(policy.name, stage.value).time():
                     findings = await policy.check(stage, tx, recipient)
+            except (MemoryError, MessageTooComplex):
+                raise  # over the inspection budget: the inspector answers for the message
             except Exception:
                 # a broken policy must not let mail through unchecked: fail closed
                 log.exception("policy %s failed at %s", policy.name, stage)
@@ -225,7 +234,8 @@ class Engine:
             converted = policy.convert(tx, findings)
             if converted is not None and converted != raw:
                 raw = converted
-                tx.message = Message(raw)
+                limits = self.config.inspection
+                tx.message = Message(raw, limits.max_parts, limits.max_depth)
                 tx.conversions.extend(f.code for f in findings)
         return raw
 

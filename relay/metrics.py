@@ -2,27 +2,38 @@
 
 Counted where the fact is recorded anyway: transactions, findings and their duration
 where the decision log is written; each policy's time where the engine calls it; clamd
-scans, DNS look-ups, AUTH failures and deliveries where they happen. docs/metrics.md
-says what each one answers; docs/grafana-dashboard.json and docs/prometheus-alerts.yml
-are built on them.
+scans, DNS look-ups, AUTH failures and deliveries where they happen. docs/monitoring.md
+says what each one answers; the dashboard and alert rules in docs/monitoring/ are built
+on them.
 
-Ready for several processes (prometheus_client's multiprocess mode, with
-PROMETHEUS_MULTIPROC_DIR set before this module is imported): counters and histograms
-add up across processes as they are; every gauge says how its processes' values
-combine (`multiprocess_mode`); gauges only the queue runner knows are created by the
-queue runner alone (`queue_metrics()`), so a milter process never exports a queue.
-Nothing here uses `Gauge.set_function`, which multiprocess mode cannot collect.
+The daemons run in several processes (front processes, inspection workers); each
+counts into files in PROMETHEUS_MULTIPROC_DIR (set by `relay.launch`) and the endpoint
+sums them, so one scrape sees the whole relay: counters and histograms add up as they
+are; every gauge says how its processes' values combine (`multiprocess_mode`); gauges
+only the queue runner knows are created by the queue runner alone (`queue_metrics()`),
+so a milter process never exports a queue. Nothing here uses `Gauge.set_function`,
+which multiprocess mode cannot collect.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
 
 # seconds; SMTP transactions include slow clients, policies are mostly sub-millisecond
 TRANSACTION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -46,7 +57,8 @@ POLICY_SECONDS = Histogram("relay_policy_duration_seconds",
 # --- sessions --------------------------------------------------------------------------
 CONNECTIONS = Gauge("relay_connections", "SMTP (or milter) sessions open now",
                     multiprocess_mode="livesum")
-REFUSED_CONNECTIONS = Counter("relay_connections_refused", "Sessions refused at the cap")
+REFUSED_CONNECTIONS = Counter("relay_connections_refused",
+                              "Sessions refused (connection limits)")
 AUTH_FAILURES = Counter("relay_auth_failures",
                         "SMTP AUTH refusals by reason (wrong_password, unknown_login, "
                         "mailbox_suspended, locked_out, ...)", ["reason"])
@@ -70,6 +82,14 @@ DELIVERY_SECONDS = Histogram(
     "One delivery attempt (all its recipients) by route (maildir, smtp, lmtp, relayhost) "
     "and result (delivered, temporary, permanent: the worst of its recipients)",
     ["route", "status"], buckets=NETWORK_BUCKETS)
+
+# --- the processes ------------------------------------------------------------------------
+INSPECTION_WORKERS = Gauge("relay_inspection_workers", "Inspection worker processes running",
+                           multiprocess_mode="livesum")
+INSPECTION_KILLS = Counter("relay_inspection_failures",
+                           "Messages whose inspection worker was killed or died, by reason",
+                           ["reason"])
+FRONT_RESTARTS = Counter("relay_front_restarts", "Front processes restarted after they died")
 
 # --- the archive (Điều 8) ----------------------------------------------------------------
 ARCHIVE_UNSIGNED = Gauge("relay_archive_unsigned_entries",
@@ -130,13 +150,24 @@ def age_of_id(queue_id: str, now: float | None = None) -> float | None:
 
 def serve(bind: tuple[str, int]) -> None:
     """/metrics on BIND; with PROMETHEUS_MULTIPROC_DIR, what every process wrote there."""
-    import os
-
-    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-
-    registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    host, port = bind
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    host, port = bind
-    start_http_server(port, addr=host, registry=registry)
+        start_http_server(port, addr=host, registry=registry)
+    else:
+        start_http_server(port, addr=host)
+
+
+def process_gone(pid: int) -> None:
+    """A process of the relay exited: its live gauges no longer count."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(pid)
+
+
+def remove_files() -> None:
+    """At exit of the process that made the directory (relay.launch)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and os.environ.get("RELAY_METRICS_DIR_OWNER") == str(os.getpid()):
+        shutil.rmtree(path, ignore_errors=True)

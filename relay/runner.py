@@ -9,8 +9,10 @@ never zero times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from relay import maillog
 from relay.config import Config
@@ -21,6 +23,9 @@ from relay.model import new_id
 from relay.spool import QueueEnvelope, RecipientState, Spool
 
 log = logging.getLogger(__name__)
+
+
+LARGE_MESSAGE = 4 * 1024 * 1024
 
 
 def backoff(attempts: int, minimum: float, maximum: float) -> float:
@@ -37,6 +42,7 @@ class QueueRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.queue.concurrency)
+        self._large = asyncio.Semaphore(1)
         self._stopping = False
         self._gauges = queue_metrics()
         self._gauged = 0.0  # monotonic time the gauges were last set
@@ -101,9 +107,20 @@ class QueueRunner:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
 
+    @contextlib.asynccontextmanager
+    async def _memory(self, qid: str) -> AsyncIterator[None]:
+        """One large message in delivery at a time: a delivery holds the message (and the
+        SMTP client copies it), so several would cost several times their size."""
+        size = (await asyncio.to_thread(self.spool.load_envelope, qid)).size
+        if size <= LARGE_MESSAGE:
+            yield
+            return
+        async with self._large:
+            yield
+
     async def _attempt(self, qid: str) -> None:
         try:
-            async with self._slots:
+            async with self._slots, self._memory(qid):
                 await self._deliver(qid)
         except KeyError:
             self._due.pop(qid, None)  # deleted or held meanwhile

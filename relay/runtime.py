@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from relay.config import Config
 from relay.engine import Engine
-from relay.inspection import Inspector, inspector_for
+from relay.inspection.inline import Inline, Inspector
 from relay.policyset import PolicySet, configure
 from relay.services import Services
 
@@ -43,7 +43,7 @@ class Runtime:
         services = Services.build(config, archive=archive)
         engine = Engine(config, policies, services)
         try:
-            inspector = await inspector_for(config, engine, inline=inline)
+            inspector: Inspector = Inline(engine) if inline else await _pool(config)
         except BaseException:
             await engine.close()
             await services.aclose()
@@ -78,3 +78,11 @@ class Runtime:
 
     async def closed(self) -> None:
         await self._closed.wait()
+
+
+async def _pool(config: Config) -> Inspector:
+    from relay.inspection.pool import WorkerPool  # the fork server only where it is used
+
+    pool = WorkerPool(config)
+    await pool.start()
+    return pool

@@ -12,19 +12,21 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import socket
 import ssl
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from relay.body import Body
 from relay.config import Config, ListenerConfig
 from relay.metrics import CONNECTIONS, REFUSED_CONNECTIONS
 from relay.model import Outcome, Reply, Transaction
+from relay.smtpdata import END, DataStream
 from relay.transaction import Conversation, Hub
 
 log = logging.getLogger(__name__)
 
-TOO_BUSY = "421 4.7.0 Quá nhiều kết nối, xin thử lại sau / Too many connections, try later"
 AUTH_REQUIRED = ("530 5.7.0 Cần đăng nhập trước khi gửi (Điều 5.1) / "
                  "Authentication required (Article 5.1)")
 BARE_NEWLINE = Reply(554, "5.6.0", (
@@ -69,17 +71,23 @@ class RelaySMTP(SMTP):
     # --- connection ---------------------------------------------------------------
     async def _handle_client(self) -> None:
         hub = self.hub
-        config = hub.runtime.config
         peer = self.session.peer if self.session else None
         ip, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("127.0.0.1", 0)
-        if hub.conversations >= config.server.max_connections:
-            log.warning("%s: refusing %s: %d connections open", self.listener_name, ip,
-                        hub.conversations)
+        refusal = await hub.gate.admit(ip)
+        if refusal is not None:
+            log.warning("%s: refusing %s: %s", self.listener_name, ip, refusal.lines[-1])
             REFUSED_CONNECTIONS.inc()
-            await self.push(TOO_BUSY)
+            await self.push(refusal.render(utf8=False))
             assert self.transport is not None
             self.transport.close()
             return
+        try:
+            await self._serve(ip, port)
+        finally:
+            hub.gate.release(ip)
+
+    async def _serve(self, ip: str, port: int) -> None:
+        hub, config = self.hub, self.hub.runtime.config
         tx = Transaction(
             listener=self.listener_name, listener_kind=self.listener_kind, client_ip=ip,
             client_port=port, tls=self.implicit_tls, trusted=config.is_trusted(ip),
@@ -113,10 +121,57 @@ class RelaySMTP(SMTP):
             self.data_size_limit = limit
 
     async def smtp_DATA(self, arg: str) -> None:
+        """DATA streamed to a `Body` (memory, then a spool file) through `DataStream`:
+        aiosmtpd's own reads line by line into memory and refuses bare LF."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None and self.conversation is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        conversation, tx = self.conversation, self.conversation.tx
+        server = conversation.config.server
         # the idle timeout would cut a large message; a slow one gets data_timeout in all
-        self._reset_timeout(self.conversation.config.server.data_timeout
-                            if self.conversation else None)
-        await super().smtp_DATA(arg)
+        self._reset_timeout(server.data_timeout)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        spool = self.hub.spool
+        body = Body(spool.tmp if spool is not None else None, tx.queue_id)
+        stream = DataStream(body.write, server.max_message_size,
+                            normalize=server.bare_newline == "normalize")
+        try:
+            while not stream.feed(await self._read_data_chunk()):
+                pass
+            body.finish()
+            reply = await self._data_reply(stream, body)
+        finally:
+            body.discard()
+        self._set_post_data_state()
+        await self.push(reply)
+
+    async def _read_data_chunk(self) -> bytes:
+        try:
+            return await self._reader.readuntil(END)
+        except asyncio.LimitOverrunError as exc:  # a long stretch without ".<CRLF>"
+            return await self._reader.readexactly(exc.consumed)
+
+    async def _data_reply(self, stream: DataStream, body: Body) -> str:
+        conversation, tx = self.conversation, self.tx
+        assert conversation is not None
+        if stream.oversize:
+            reply = conversation.refuse_oversize(stream.size)
+        elif stream.bare_newline and not stream.normalize:
+            conversation.refuse_data(BARE_NEWLINE, stream.size)
+            reply = BARE_NEWLINE
+        else:
+            verdict = await conversation.data(body, received_header(conversation.config, tx))
+            if verdict.outcome is Outcome.ACCEPT:
+                log.info("queue %s: from=<%s> to=%s size=%d client=%s", tx.queue_id,
+                         tx.mail_from, ",".join(tx.rcpt_to), body.size, tx.client_ip)
+            reply = verdict.reply
+        return reply.render(tx.smtputf8)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         await super().smtp_STARTTLS(arg)
@@ -211,20 +266,6 @@ class Handler:
         conversation.reset()
         return "250 2.0.0 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        _, conversation = self._front(server)
-        tx = conversation.tx
-        raw = envelope.original_content or b""
-        crlf = raw.count(b"\r\n")
-        if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
-            conversation.refuse_data(BARE_NEWLINE, len(raw))
-            return BARE_NEWLINE.render(tx.smtputf8)
-        verdict = await conversation.data(raw, received_header(conversation.config, tx))
-        if verdict.outcome is Outcome.ACCEPT:
-            log.info("queue %s: from=<%s> to=%s size=%d client=%s", tx.queue_id, tx.mail_from,
-                     ",".join(tx.rcpt_to), len(verdict.data), tx.client_ip)
-        return verdict.reply.render(tx.smtputf8)
-
 
 def received_header(config: Config, tx: Transaction) -> bytes:
     """RFC 5321 4.4 trace field; ESMTPSA = TLS + AUTH (RFC 3848)."""
@@ -240,21 +281,31 @@ def received_header(config: Config, tx: Transaction) -> bytes:
     ).encode("utf-8", "replace")
 
 
-async def start_listeners(hub: Hub, tls_context: ssl.SSLContext) -> list[asyncio.Server]:
+async def start_listeners(hub: Hub, tls_context: ssl.SSLContext,
+                          sockets: list[tuple[str, str, socket.socket]] | None = None
+                          ) -> list[asyncio.Server]:
+    """A server per listener: binding the configured addresses, or serving on sockets a
+    supervisor opened (name, kind, socket), which several front processes share."""
     loop = asyncio.get_running_loop()
+    listeners = hub.runtime.config.listeners
     servers = []
-    for name, listener in hub.runtime.config.listeners.items():
-        implicit = listener.kind == "smtps"
+    targets = sockets if sockets is not None else [
+        (name, listener.kind, None) for name, listener in listeners.items()]
+    for name, kind, sock in targets:
+        listener = listeners[name]
+        implicit = kind == "smtps"
 
         def factory(name: str = name, listener: ListenerConfig = listener,
                     implicit: bool = implicit) -> RelaySMTP:
             return RelaySMTP(hub, name, listener, tls_context, implicit)
 
-        host, port = listener.bind
-        server = await loop.create_server(
-            factory, host=host, port=port, ssl=tls_context if implicit else None,
-            reuse_address=True,
-        )
+        ssl_context = tls_context if implicit else None
+        if sock is None:
+            host, port = listener.bind
+            server = await loop.create_server(factory, host=host, port=port, ssl=ssl_context,
+                                              reuse_address=True)
+        else:
+            server = await loop.create_server(factory, sock=sock, ssl=ssl_context)
         servers.append(server)
-        log.info("listening on %s:%d (%s, %s)", host, port, name, listener.kind)
+        log.info("listening on %s:%d (%s, %s)", *listener.bind, name, kind)
     return servers

@@ -18,12 +18,13 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relay.body import Body
 from relay.durable import fsync_dir, replace_durably, write_durably
 
 MAGIC = b"RELAYQ1\n"
@@ -118,17 +119,25 @@ class Spool:
         await self.prepare(envelope, data)
         await self.commit(envelope.queue_id)
 
-    async def prepare(self, envelope: QueueEnvelope, data: bytes) -> None:
+    async def prepare(self, envelope: QueueEnvelope, data: bytes | Sequence[bytes | Body]
+                      ) -> None:
         """First half of put(): the file is written and fsynced in tmp/, not yet queued.
 
         Lets the SMTP front archive at the same time and still queue nothing when the
         archive fails (abort); a crash before commit leaves only tmp/, which recover()
         removes, since no 250 was given for it."""
-        envelope.size = len(data)
-        blob = MAGIC + json.dumps(asdict(envelope)).encode() + b"\n" + data
+        pieces = [data] if isinstance(data, bytes) else list(data)
+        envelope.size = sum(p.size if isinstance(p, Body) else len(p) for p in pieces)
+        head = MAGIC + json.dumps(asdict(envelope)).encode() + b"\n"
+
+        def content() -> Iterator[bytes]:  # a large message is copied from its file
+            yield head
+            for piece in pieces:
+                yield from piece.chunks() if isinstance(piece, Body) else [piece]
+
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, write_durably,
-                                   self.tmp / envelope.queue_id, blob)
+                                   self.tmp / envelope.queue_id, content())
 
     async def commit(self, queue_id: str) -> None:
         os.rename(self.tmp / queue_id, self.active / queue_id)

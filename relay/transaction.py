@@ -20,7 +20,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from relay.body import Body
 from relay.decisionlog import DecisionLog
 from relay.engine import POLICY_ERROR, Verdict, bilingual
 from relay.model import Outcome, Reply, Summary, Transaction
@@ -38,6 +40,24 @@ ARCHIVE_ERROR = bilingual(
     "Could not archive official-mailbox mail, try again later (Article 8)")
 
 
+class Gate(Protocol):
+    """Who may connect (relay.anvil): asked by the front before it serves a client."""
+
+    async def admit(self, ip: str) -> Reply | None: ...
+
+    def release(self, ip: str) -> None: ...
+
+
+class Open:
+    """No limits (a dry run, tests of one conversation)."""
+
+    async def admit(self, ip: str) -> Reply | None:
+        return None
+
+    def release(self, ip: str) -> None:
+        pass
+
+
 @dataclass(eq=False)
 class Hub:
     """What every conversation of one front shares; `runtime` is swapped on reload."""
@@ -46,6 +66,7 @@ class Hub:
     decisions: DecisionLog | None = None
     spool: Spool | None = None  # None: Postfix keeps the queue (milter), or a dry run
     on_queued: Callable[[str], None] = field(default=lambda queue_id: None)
+    gate: Gate = field(default_factory=Open)
     conversations: int = 0
 
     def swap(self, runtime: Runtime) -> None:
@@ -91,24 +112,24 @@ class Conversation:
             return reply
         return RCPT_OK
 
-    async def data(self, raw: bytes, trace: bytes = b"") -> Verdict:
+    async def data(self, body: Body, trace: bytes = b"") -> Verdict:
         """Inspect, then accept (archive, queue) or refuse, and write the log line.
 
-        `trace` is the Received: field a receiving MTA adds (the SMTP front); the
-        verdict's data is the message as delivered, trace included."""
+        `trace` is the Received: field a receiving MTA adds (the SMTP front); it
+        joins the verdict's prefix, so the delivered message is prefix + message."""
         tx = self.tx
         try:
-            verdict = await self.runtime.inspector.inspect(tx, raw)
+            verdict = await self.runtime.inspector.inspect(tx, body)
         except Exception:
             log.exception("inspection failed for %s", tx.queue_id)
-            verdict = Verdict(Outcome.TEMPFAIL, POLICY_ERROR, raw)
+            verdict = Verdict(Outcome.TEMPFAIL, POLICY_ERROR)
         if tx.summary is None:
-            tx.summary = Summary(size=len(raw))
+            tx.summary = Summary(size=body.size)
         if verdict.outcome is Outcome.ACCEPT:
-            verdict.data = trace + verdict.data
-            reply = await self._accept(raw, verdict.data)
+            verdict.prefix = trace + verdict.prefix
+            reply = await self._accept(body, verdict)
             if reply is not None:
-                verdict = Verdict(Outcome.TEMPFAIL, reply, raw)
+                verdict = Verdict(Outcome.TEMPFAIL, reply)
             elif self.hub.spool is not None:
                 verdict.reply = Reply(250, "2.0.0", (f"OK queued as {tx.queue_id}",))
         self.finish(verdict.outcome, verdict.reply)
@@ -126,7 +147,7 @@ class Conversation:
         return reply
 
     # --- accepting --------------------------------------------------------------------
-    async def _accept(self, accepted: bytes, delivered: bytes) -> Reply | None:
+    async def _accept(self, body: Body, verdict: Verdict) -> Reply | None:
         """None once the message is durable where it must be; else the 4xx to give."""
         tx, spool = self.tx, self.hub.spool
         archive = self.runtime.services.archive
@@ -135,12 +156,15 @@ class Conversation:
             queued = QueueEnvelope(
                 queue_id=tx.queue_id, sender=tx.mail_from, recipients=list(tx.rcpt_to),
                 client_ip=tx.client_ip, listener=tx.listener, auth_login=tx.auth_login)
-            written = asyncio.ensure_future(spool.prepare(queued, delivered))
+            content = [verdict.prefix, body if verdict.replaced is None else verdict.replaced]
+            written = asyncio.ensure_future(spool.prepare(queued, content))
         reply: Reply | None = None
         try:
-            if archive is not None:
+            # only official mail is read whole here (the archive keeps its exact bytes)
+            if archive is not None and await archive.mailboxes.parties(tx):
                 try:
-                    await archive.record(tx, accepted, delivered)
+                    received = await asyncio.to_thread(body.read)
+                    await archive.record(tx, received, verdict.delivered(received))
                 except Exception:
                     log.exception("archive failed for %s", tx.queue_id)
                     reply = ARCHIVE_ERROR
@@ -241,6 +265,6 @@ async def walk(conversation: Conversation, sender: str, recipients: Sequence[str
     if not conversation.tx.rcpt_to:
         return out
     out.stage = "data"
-    out.verdict = await conversation.data(raw)
+    out.verdict = await conversation.data(Body.of(raw))
     out.reply = out.verdict.reply
     return out

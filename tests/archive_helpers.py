@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +70,15 @@ async def fill(archive: Archive, n: int, start: int = 0) -> list[int]:
         raw = message(i)
         ids += await archive.record(tx(UBND, OUTSIDE), raw, raw)
     return ids
+
+
+@contextmanager
+def days_ago(days: float) -> Iterator[None]:
+    """Archive (and sign) as if it were `days` ago: the clock the archive stamps with.
+    How tests let a retention period pass without changing any hashed field."""
+    real = chain.now
+    chain.now = lambda: real() - timedelta(days=days)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        chain.now = real  # type: ignore[assignment]

@@ -77,7 +77,7 @@ async def test_clamd_stopped_fail_open_tags(clamd_factory):
     tx, out = await run_engine(av(c.unix, fail_open=True, retries=0), CLEAN, SENDER, [RCPT])
     verdict = out["data"]
     assert verdict.outcome == "accept"
-    assert verdict.data.startswith(b"X-Virus-Status: Unchecked\r\n")
+    assert verdict.prefix.startswith(b"X-Virus-Status: Unchecked\r\n")
     assert [(d.finding.code, d.action.value) for d in tx.decisions] == [
         ("antivirus.unavailable", "tag")]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from relay.archive import Archive, ArchiveError, Filters, Party, chain, schema
+from relay.archive import Archive, ArchiveError, Filters, chain, schema
 from relay.archive.export import export, mbox_quote, mbox_unquote, verify_export
 from relay.archive.verify import verify_archive
 from tests.archive_helpers import (
@@ -16,6 +17,7 @@ from tests.archive_helpers import (
     PERSON,
     TIEPDAN,
     UBND,
+    days_ago,
     fill,
     make_config,
     message,
@@ -261,12 +263,20 @@ async def test_export_edits_to_the_manifest_are_found(arch, tmp_path):
     assert (report.first_bad.seq, report.first_bad.kind) == (2, "fields")
 
 
-async def test_export_refuses_entries_no_checkpoint_covers(arch, tmp_path):
+async def test_export_signs_what_it_exports_rather_than_leave_it_out(arch, tmp_path):
     await fill(arch, 2)  # checkpoint at #1 only
     summary = export(arch, Filters(), "eml", tmp_path / "e", "auditor", "audit")
-    assert summary["entries"] == 1 and summary["skipped_uncovered"] == [2]
-    with pytest.raises(ArchiveError, match="not yet covered"):
-        export(arch, Filters(since_seq=2), "eml", tmp_path / "f", "auditor", "audit")
+    assert summary["entries"] == 2 and summary["signed_now"] and summary["checkpoint"] == 2
+    assert verify_export(tmp_path / "e", chain.load_public(arch.public_key_path)).ok
+
+
+async def test_export_without_the_key_refuses_instead_of_skipping(tmp_path):
+    archive = open_archive(make_config(tmp_path), keys=False)
+    await fill(archive, 2)
+    with pytest.raises(ArchiveError, match=r"entries \[\[1, 2\]\] are not yet covered.*keygen"):
+        export(archive, Filters(), "eml", tmp_path / "f", "auditor", "audit")
+    assert not (tmp_path / "f").exists()
+    archive.close()
 
 
 # --- access log -------------------------------------------------------------------------
@@ -283,12 +293,12 @@ async def test_access_log_is_chained(arch):
 # --- retention and legal hold -------------------------------------------------------------
 async def test_purge_leaves_tombstones_and_verify_green(tmp_path):
     archive = open_archive(make_config(tmp_path, retention="30d"))
-    await fill(archive, 3)
-    raw = message(50)
-    await archive.record(tx(UBND, TIEPDAN), raw, raw)  # #4 out, #5 in: one shared blob
+    with days_ago(31):
+        await fill(archive, 3)
+        raw = message(50)
+        await archive.record(tx(UBND, TIEPDAN), raw, raw)  # #4 out, #5 in: one shared blob
     archive.hold(TIEPDAN, "inspector", "case 12/2026")
-    later = chain.now() + __import__("datetime").timedelta(days=31)
-    report = archive.purge("admin", at=later)
+    report = archive.purge("admin")
     assert report.purged == [1, 2, 3, 4]
     assert report.held == {TIEPDAN: 1}
     assert report.blobs_deleted == 3  # #4's blob is still needed by held #5
@@ -301,22 +311,22 @@ async def test_purge_leaves_tombstones_and_verify_green(tmp_path):
     with pytest.raises(ArchiveError):
         archive.read_blob(archive.get(1)["accepted_hash"], archive.get(1)["accepted_size"])
     # a tombstone nobody purged is tampering
-    sql(archive, "UPDATE archive_entry SET purged_at = :t WHERE seq = 5", t=later)
+    sql(archive, "UPDATE archive_entry SET purged_at = :t WHERE seq = 5", t=chain.now())
     assert _first_bad(archive) == (5, "tombstone")
     archive.close()
 
 
 async def test_legal_hold_blocks_purge_until_released(tmp_path):
     archive = open_archive(make_config(tmp_path, retention="1d"))
-    await fill(archive, 2)
+    with days_ago(2):
+        await fill(archive, 2)
     assert archive.hold(UBND, "inspector", "Quyết định thanh tra 45/QĐ")
     assert not archive.hold(UBND, "inspector", "again")
-    later = chain.now() + __import__("datetime").timedelta(days=2)
-    report = archive.purge("admin", at=later)
+    report = archive.purge("admin")
     assert report.purged == [] and report.held == {UBND: 2}
     assert archive.blobs.path(archive.get(1)["accepted_hash"]).exists()
     assert archive.release(UBND, "inspector", "case closed")
-    assert archive.purge("admin", at=later).purged == [1, 2]
+    assert archive.purge("admin").purged == [1, 2]
     assert [r["action"] for r in archive.access_log()] == ["hold", "release", "purge"]
     assert verify(archive).ok
     archive.close()
@@ -370,14 +380,17 @@ def test_archive_config_errors_name_the_key(tmp_path):
 async def test_verify_while_the_relay_appends_is_not_fooled(arch):
     await fill(arch, 5)
     raw = message(77)
+    loop = asyncio.get_running_loop()
 
     def append_meanwhile(done: int, _bytes: int) -> None:
-        for _ in range(4):  # crosses checkpoint #8 while verify reads
-            arch.append([Party(UBND, "official", "out")], tx(UBND, OUTSIDE), raw, raw)
-        arch.log_access("auditor", "show", {"entry": 1}, "meanwhile")
+        for _ in range(4):  # crosses checkpoint #8 while verify reads, as the relay would
+            asyncio.run_coroutine_threadsafe(arch.record(tx(UBND, OUTSIDE), raw, raw),
+                                             loop).result(30)
+        arch.log_access("auditor", "show", {"entry": 1}, "meanwhile")  # signed at once
 
-    report = verify_archive(arch, chain.load_public(arch.public_key_path),
-                            progress=append_meanwhile)
+    report = await asyncio.to_thread(verify_archive, arch,
+                                     chain.load_public(arch.public_key_path),
+                                     progress=append_meanwhile)
     assert report.ok, report.problems
     assert report.entries == 5
     assert verify(arch).entries == 9
@@ -408,13 +421,13 @@ async def test_an_idle_relay_signs_its_tail_within_the_interval(tmp_path):
 
 async def test_concurrent_sessions_share_commits_and_keep_one_chain(arch):
     commits: list[int] = []
-    commit = arch._commit
+    commit = arch.writer.commit
 
     def counting(batch):
         commits.append(len(batch))
         return commit(batch)
 
-    arch._commit = counting
+    arch.writer.commit = counting
     messages = [message(i) for i in range(40)]
     results = await asyncio.gather(*(arch.record(tx(UBND, OUTSIDE, TIEPDAN), raw, raw)
                                      for raw in messages))
@@ -422,3 +435,176 @@ async def test_concurrent_sessions_share_commits_and_keep_one_chain(arch):
     assert all(ids[1] == ids[0] + 1 for ids in results)  # a message's entries stay together
     assert sum(commits) == 40 and len(commits) < 40  # grouped
     assert verify(arch).ok
+
+
+# --- purges and the access log under signatures (issue 10, item 5) --------------------------
+def forge_access_record(archive: Archive, action: str, target: dict, who: str = "admin",
+                        reason: str = "retention period ended") -> int:
+    """Append a correctly chained access-log record straight into the database: all it
+    takes is write access to the database, no key."""
+    with archive.db.begin() as conn:
+        seq, prev = conn.execute(sa.text(
+            "SELECT seq, hash FROM archive_head WHERE chain = 'access'")).one()
+        row = {"seq": seq + 1, "at": chain.now(), "who": who, "action": action,
+               "target": chain.canonical(target).decode(), "reason": reason,
+               "prev_hash": prev}
+        row["entry_hash"] = chain.link(prev, chain.fields_digest(chain.access_fields(row),
+                                                                 chain.ACCESS_DOMAIN))
+        conn.execute(schema.access.insert().values(**row))
+        conn.execute(sa.text("UPDATE archive_head SET seq = :s, hash = :h "
+                             "WHERE chain = 'access'"), {"s": seq + 1, "h": row["entry_hash"]})
+    return seq + 1
+
+
+def erase(archive: Archive, seq: int) -> None:
+    """What a forged purge does to an entry: tombstone it and delete its message."""
+    row = archive.get(seq)
+    sql(archive, "UPDATE archive_entry SET purged_at = :t WHERE seq = :s", t=chain.now(), s=seq)
+    archive.blobs.path(row["accepted_hash"]).unlink()
+
+
+async def test_a_forged_purge_record_cannot_erase_a_signed_entry(tmp_path):
+    archive = open_archive(make_config(tmp_path, retention="30d"))
+    with days_ago(40):  # old enough that a real purge would have been allowed
+        await fill(archive, 5)  # all signed: #1, #4 and (days later) the head
+    archive.checkpoint()
+    assert verify(archive).ok
+    access_seq = forge_access_record(archive, "purge", {
+        "entries": [[2, 2]], "cutoff": chain.timestamp(chain.now()), "retention_seconds": 1,
+        "blobs": [archive.get(2)["accepted_hash"]], "held": {}})
+    erase(archive, 2)
+    report = verify(archive)
+    assert not report.ok
+    assert (report.first_bad.seq, report.first_bad.kind) == (2, "tombstone")
+    assert "no signature covers" in report.first_bad.message
+    assert ("access", access_seq, "unsigned") in [(p.chain, p.seq, p.kind)
+                                                  for p in report.problems]
+
+
+async def test_a_forged_purge_of_a_recent_entry_is_also_too_early(tmp_path):
+    archive = open_archive(make_config(tmp_path, retention="3650d"))
+    await fill(archive, 3)
+    forge_access_record(archive, "purge", {
+        "entries": [[3, 3]], "cutoff": chain.timestamp(chain.now() + timedelta(days=1)),
+        "retention_seconds": 1, "blobs": [], "held": {}})
+    erase(archive, 3)
+    report = verify(archive)
+    why = [p.message for p in report.problems if p.seq == 3 and p.kind == "tombstone"]
+    assert any("before its retention period (3650 days configured)" in w for w in why), why
+
+
+async def test_verify_checks_purges_against_the_configured_retention(tmp_path):
+    """A purge signed under a retention shortened for the occasion is reported by a
+    verify that reads the real retention."""
+    short = open_archive(make_config(tmp_path, retention="1d"))
+    with days_ago(2):
+        await fill(short, 2)
+    assert short.purge("admin").purged == [1, 2]
+    assert verify(short).ok
+    short.close()
+    proper = open_archive(make_config(tmp_path, retention="3650d"))
+    report = verify(proper)
+    assert [(p.seq, p.kind) for p in report.problems] == [(1, "tombstone"), (2, "tombstone")]
+    assert "before its retention period" in report.problems[0].message
+    proper.close()
+
+
+async def test_a_purge_of_a_held_mailbox_is_reported(tmp_path):
+    archive = open_archive(make_config(tmp_path, retention="1d"))
+    with days_ago(2):
+        await fill(archive, 2)
+    archive.hold(UBND, "inspector", "case 45")
+    sql(archive, "DELETE FROM archive_hold")  # behind the access log's back
+    assert archive.purge("admin").purged == [1, 2]  # signed, but the log says: on hold
+    report = verify(archive)
+    assert (report.first_bad.seq, report.first_bad.kind) == (1, "tombstone")
+    assert f"while {UBND} was on legal hold" in report.first_bad.message
+
+
+async def test_a_forged_release_is_reported(arch):
+    await fill(arch, 1)
+    arch.hold(UBND, "inspector", "case 45")
+    sql(arch, "DELETE FROM archive_hold")
+    seq = forge_access_record(arch, "release", {"mailbox": UBND}, who="inspector")
+    report = verify(arch)
+    assert [(p.chain, p.seq, p.kind) for p in report.problems] == [("access", seq, "unsigned")]
+
+
+async def test_purge_and_release_refuse_without_the_key(tmp_path):
+    archive = open_archive(make_config(tmp_path, retention="1d"), keys=False)
+    with days_ago(2):
+        await fill(archive, 2)
+    assert archive.purge("admin", dry_run=True).purged == [1, 2]  # looking needs no key
+    with pytest.raises(ArchiveError, match="purging needs the signing key"):
+        archive.purge("admin")
+    assert archive.get(1)["purged_at"] is None
+    assert archive.hold(UBND, "inspector", "case 1")  # protecting needs none either
+    with pytest.raises(ArchiveError, match="releasing a legal hold needs the signing key"):
+        archive.release(UBND, "inspector", "done")
+    assert [r["mailbox"] for r in archive.holds()] == [UBND]
+    archive.close()
+
+
+async def test_access_records_cut_under_a_checkpoint_are_found(arch):
+    await fill(arch, 1)
+    arch.log_access("auditor", "show", {"entry": 1}, "complaint 5")
+    arch.log_access("auditor", "export", {"entries": [[1, 1]]}, "complaint 5")  # signed
+    sql(arch, "DELETE FROM archive_access WHERE seq = 2")
+    with arch.db.begin() as conn:  # and the head moved back, as a careful attacker would
+        h1 = conn.execute(sa.text("SELECT entry_hash FROM archive_access WHERE seq = 1")).scalar()
+        conn.execute(sa.text("UPDATE archive_head SET seq = 1, hash = :h WHERE chain = 'access'"),
+                     {"h": h1})
+    report = verify(arch)
+    assert [(p.chain, p.seq, p.kind) for p in report.problems] == [("access", 2, "tail")]
+
+
+async def test_an_access_log_rewritten_under_a_checkpoint_is_found(arch):
+    await fill(arch, 1)
+    arch.log_access("auditor", "show", {"entry": 1}, "complaint 5")
+    sql(arch, "UPDATE archive_access SET reason = 'routine' WHERE seq = 1")
+    with arch.db.begin() as conn:  # rehash it, as someone with database access could
+        row = conn.execute(sa.select(schema.access)).mappings().one()
+        new = chain.link(row["prev_hash"], chain.fields_digest(chain.access_fields(row),
+                                                               chain.ACCESS_DOMAIN))
+        conn.execute(sa.text("UPDATE archive_access SET entry_hash = :h"), {"h": new})
+        conn.execute(sa.text("UPDATE archive_head SET hash = :h WHERE chain = 'access'"),
+                     {"h": new})
+    report = verify(arch)
+    assert [(p.chain, p.seq, p.kind) for p in report.problems] == [("access", 1, "checkpoint")]
+
+
+async def test_a_key_made_while_the_relay_runs_is_used_from_the_next_message(
+        tmp_path, monkeypatch):
+    from relay.archive import signing
+
+    monkeypatch.setattr(signing, "RECHECK_SECONDS", 0.0)
+    archive = open_archive(make_config(tmp_path), keys=False)
+    await fill(archive, 2)  # no key: archived, unsigned
+    chain.generate_keys(archive.signing_key_path, archive.public_key_path)  # `keygen`
+    await fill(archive, 1, start=2)
+    report = verify(archive)
+    assert report.ok and report.last_checkpoint == 3 and report.warnings == []
+    # and a key replaced by `keygen --force` takes over
+    chain.generate_keys(archive.signing_key_path, tmp_path / "new.pub")
+    await fill(archive, 2, start=3)  # #4 crosses checkpoint_every
+    with archive.db.connect() as conn:
+        kids = [r.key_id for r in conn.execute(sa.select(schema.checkpoint.c.key_id))]
+    assert kids[-1] == chain.key_id(chain.load_public(tmp_path / "new.pub")) != kids[0]
+    archive.close()
+
+
+async def test_checkpoints_of_the_first_format_still_verify(arch):
+    """v1 checkpoints (entries head only), as archives written before v2 hold them."""
+    await fill(arch, 2)
+    key = chain.load_private(arch.signing_key_path)
+    with arch.db.begin() as conn:
+        head = conn.execute(sa.text("SELECT entry_hash FROM archive_entry WHERE seq = 2")).scalar()
+        at = chain.now()
+        kid = chain.key_id(key.public_key())
+        sig = key.sign(chain.checkpoint_message(2, head, chain.timestamp(at), kid)).hex()
+        conn.execute(schema.checkpoint.insert().values(seq=2, entry_hash=head, signed_at=at,
+                                                       node="old", key_id=kid, signature=sig))
+    report = verify(arch)
+    assert report.ok and report.last_checkpoint == 2
+    sql(arch, "UPDATE archive_checkpoint SET signature = :s WHERE node = 'old'", s="00" * 64)
+    assert _first_bad(arch) == (2, "signature")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import time
 
 import pytest
 
@@ -52,6 +53,8 @@ def test_official_mail_archived_both_ways_over_smtp(relay_factory, sink, tmp_pat
     shown = relay.cli("archive", "show", str(entries[0]["seq"]), "--reason", "kiểm tra")
     text = shown.stdout.decode()
     assert shown.returncode == 0, shown.stderr
+    # the relay only added its trace header: that is not a conversion
+    assert "Converted" not in text and "with added header(s): Received" in text
     assert "Subject: Đơn kiến nghị về đất đai" in text
     assert "From: Ủy ban nhân dân" in text and "Kính gửi các cơ quan, đơn vị." in text
 
@@ -83,6 +86,24 @@ def test_official_mail_archived_both_ways_over_smtp(relay_factory, sink, tmp_pat
     access = relay.cli("archive", "access-log").stdout.decode().splitlines()
     assert [line.split("\t")[3] for line in access] == ["show", "show", "show", "export"]
     assert access[-1].endswith("thanh tra")
+
+
+def test_a_key_made_while_the_relay_runs_signs_its_next_message(relay_factory):
+    """The README's order: mail first, `keygen` later, with the relay running."""
+    import sqlite3
+
+    relay = relay_factory()
+    _send(relay.mx, OUTSIDE, [TIEPDAN], message(1, to=TIEPDAN))  # archived, unsigned
+    assert relay.cli("archive", "keygen").returncode == 0
+    time.sleep(1.5)  # the relay looks for a missing key file at most once a second
+    _send(relay.mx, OUTSIDE, [TIEPDAN], message(2, to=TIEPDAN))
+    # signed in the commit that archived #2, before its 250, by the relay: no CLI signed
+    with sqlite3.connect(relay.state / "directory.db") as db:
+        assert db.execute("SELECT seq, node FROM archive_checkpoint").fetchall() == [
+            (2, "mail.dienbien.gov.vn")]
+    verified = relay.cli("archive", "verify", "--json")
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0 and report["warnings"] == [], report
 
 
 def test_official_mail_is_refused_with_451_when_it_cannot_be_archived(relay_factory):

@@ -138,28 +138,73 @@ def test_recipient_cap_answers_452(relay_factory):
     assert not relay.maildir("u3@dienbien.gov.vn")
 
 
-@pytest.mark.parametrize("body", [
-    b"Subject: x\r\nFrom: a@example.org\r\nDate: x\r\n\r\nline\nMAIL FROM:<x@y>\r\n",
-    b"Subject: x\r\nFrom: a@example.org\r\nDate: x\r\n\r\nline\r.\rmore\r\n",
-])
-def test_bare_cr_or_lf_is_refused(relay_factory, body):
-    relay = relay_factory()
-    with socket.create_connection(("127.0.0.1", relay.mx), timeout=10) as s:
-        f = s.makefile("rb")
-        f.readline()
-        for line in (b"EHLO x\r\n", b"MAIL FROM:<a@example.org>\r\n",
-                     b"RCPT TO:<ubnd@dienbien.gov.vn>\r\n", b"DATA\r\n"):
-            s.sendall(line)
-            while (reply := f.readline())[3:4] == b"-":
-                pass
-        assert reply.startswith(b"354")
-        s.sendall(body + b".\r\n")
+SMUGGLE = [
+    # a bare-LF "end of data" followed by a second transaction
+    b"Subject: x\r\nFrom: a@example.org\r\nDate: x\r\n\r\nline\n.\nMAIL FROM:<x@y>\r\n"
+    b"RCPT TO:<victim@dienbien.gov.vn>\r\nDATA\r\nsmuggled\r\n",
+    # the same with bare CR
+    b"Subject: x\r\nFrom: a@example.org\r\nDate: x\r\n\r\nline\r.\rMAIL FROM:<x@y>\r\n"
+    b"RCPT TO:<victim@dienbien.gov.vn>\r\nDATA\r\nsmuggled\r\n",
+]
+
+
+def raw_data(port: int, body: bytes) -> tuple[bytes, socket.socket, object]:
+    """EHLO, MAIL, RCPT, DATA and BODY + <CRLF>.<CRLF> on a raw socket; the last reply line."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = s.makefile("rb")
+    f.readline()
+    for line in (b"EHLO x\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                 b"RCPT TO:<ubnd@dienbien.gov.vn>\r\n", b"DATA\r\n"):
+        s.sendall(line)
         while (reply := f.readline())[3:4] == b"-":
             pass
+    assert reply.startswith(b"354")
+    s.sendall(body + b".\r\n")
+    while (reply := f.readline())[3:4] == b"-":
+        pass
+    return reply, s, f
+
+
+@pytest.mark.parametrize("body", SMUGGLE)
+def test_bare_cr_or_lf_is_refused_when_configured(relay_factory, body):
+    relay = relay_factory(server={"bare_newline": "reject"})
+    reply, s, f = raw_data(relay.mx, body)
+    with s:
         assert reply.startswith(b"554 5.6.0"), reply
         s.sendall(b"NOOP\r\n")
         assert f.readline().startswith(b"250")
     assert not relay.maildir("ubnd@dienbien.gov.vn")
+    assert [d["action"] for d in relay.decisions()] == ["reject"]
+
+
+@pytest.mark.parametrize("body", SMUGGLE)
+def test_bare_newlines_are_normalised_and_never_end_data(relay_factory, body):
+    """Postfix >= 3.9's default: lines may end in bare LF (or CR), DATA ends only at
+    <CR><LF>.<CR><LF>, so nothing is smuggled; what is stored has CRLF only."""
+    relay = relay_factory()
+    reply, s, f = raw_data(relay.mx, body)
+    with s:
+        assert reply.startswith(b"250 2.0.0"), reply
+        s.sendall(b"NOOP\r\n")
+        assert f.readline().startswith(b"250")  # no smuggled command was answered
+    [got] = wait_for(lambda: relay.maildir("ubnd@dienbien.gov.vn"))
+    # the lone "." line ended nothing; like any line starting with a dot it lost that dot
+    assert got.endswith(b"\r\nline\r\n\r\nMAIL FROM:<x@y>\r\n"
+                        b"RCPT TO:<victim@dienbien.gov.vn>\r\nDATA\r\nsmuggled\r\n")
+    assert got.count(b"\n") == got.count(b"\r\n") and got.count(b"\r") == got.count(b"\r\n")
+    assert not relay.maildir("victim@dienbien.gov.vn")
+    assert [d["action"] for d in relay.decisions()] == ["accept"]
+
+
+def test_python_smtplib_with_lf_only_bytes_is_delivered_with_crlf(relay_factory):
+    relay = relay_factory()
+    lf = MSG.replace(b"\r\n", b"\n") + b".leading dot line\n"
+    with smtp(relay.mx) as client:
+        assert client.sendmail("an@example.org", ["ubnd@dienbien.gov.vn"], lf) == {}
+    [got] = wait_for(lambda: relay.maildir("ubnd@dienbien.gov.vn"))
+    # (smtplib ends LF-only data with an extra CRLF, which becomes an empty last line)
+    assert got.endswith(MSG + b".leading dot line\r\n\r\n")
+    assert got.count(b"\n") == got.count(b"\r\n")
 
 
 @pytest.mark.parametrize("address", ["<a\x00b@dienbien.gov.vn>", "<a<b@dienbien.gov.vn>",

@@ -3,7 +3,7 @@
 An entry's hash is sha256(previous entry hash || sha256(canonical JSON of its fields)),
 so a change to any indexed field, to a blob (its sha256 is a field), to the order or
 to the set of entries changes every hash after it. A checkpoint is an Ed25519
-signature over (seq, hash) of the chain head.
+signature over the (seq, hash) heads of the entries chain and of the access log.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 GENESIS = "0" * 64
 ENTRY_DOMAIN = b"dienbien-relay archive entry v1\n"
 ACCESS_DOMAIN = b"dienbien-relay archive access v1\n"
-CHECKPOINT_DOMAIN = b"dienbien-relay archive checkpoint v1\n"
+CHECKPOINT_DOMAIN = b"dienbien-relay archive checkpoint v1\n"  # entries head only
+CHECKPOINT_V2_DOMAIN = b"dienbien-relay archive checkpoint v2\n"  # entries and access heads
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 # the entry columns the hash covers, in the order they are shown
@@ -62,7 +63,8 @@ def _plain(value: Any) -> Any:
 
 def entry_fields(row: Any) -> dict[str, Any]:
     """The hashed fields of an entry row (a mapping with the table's columns)."""
-    fields = {name: _plain(row[name]) for name in HASHED}
+    fields = {name: row[name] for name in HASHED}
+    fields["recorded_at"] = _plain(fields["recorded_at"])  # the one time among HASHED
     fields["recipients"] = json.loads(fields["recipients"])
     fields["meta"] = json.loads(fields["meta"])
     return fields
@@ -83,9 +85,17 @@ def access_fields(row: Any) -> dict[str, Any]:
 
 
 # --- checkpoints ------------------------------------------------------------------
-def checkpoint_message(seq: int, entry_hash: str, signed_at: str, key_id: str) -> bytes:
-    return CHECKPOINT_DOMAIN + canonical(
-        {"seq": seq, "hash": entry_hash, "signed_at": signed_at, "key_id": key_id})
+def checkpoint_message(seq: int, entry_hash: str, signed_at: str, key_id: str,
+                       access_seq: int | None = None, access_hash: str | None = None) -> bytes:
+    """What a checkpoint signs. v2 (both heads) whenever the access head is given; v1
+    (the entries head alone) is what archives written before the access log was signed
+    carry, and is still checked."""
+    if access_seq is None:
+        return CHECKPOINT_DOMAIN + canonical(
+            {"seq": seq, "hash": entry_hash, "signed_at": signed_at, "key_id": key_id})
+    return CHECKPOINT_V2_DOMAIN + canonical(
+        {"seq": seq, "hash": entry_hash, "access_seq": access_seq, "access_hash": access_hash,
+         "signed_at": signed_at, "key_id": key_id})
 
 
 def key_id(public: Ed25519PublicKey) -> str:

@@ -20,7 +20,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from relay.archive import chain, schema
-from relay.archive.store import Archive, ArchiveError, Filters, ranges
+from relay.archive.errors import ArchiveError
+from relay.archive.query import Filters
+from relay.archive.retention import ranges
+from relay.archive.store import Archive
 from relay.archive.verify import Keys, Problem, Report, check_signature
 
 FORMAT = "dienbien-relay-archive-export/1"
@@ -48,24 +51,26 @@ def export(archive: Archive, filters: Filters, fmt: str, out: Path, who: str,
     rows = [r for r in archive.search(filters)]
     purged = [int(r["seq"]) for r in rows if r["purged_at"] is not None]
     rows = [r for r in rows if r["purged_at"] is None]
-    c = schema.checkpoint
-    with archive.db.connect() as conn:
-        last = max((int(r["seq"]) for r in rows), default=0)
-        cp = conn.execute(sa.select(c).where(c.c.seq >= last).order_by(c.c.seq, c.c.id)
-                          .limit(1)).mappings().first()
+    if not rows:
+        raise ArchiveError("nothing to export: no entry matches" if not purged else
+                           f"nothing to export: the matching entries {ranges(purged)} were "
+                           "purged (only their hashes remain)")
+    last = max(int(r["seq"]) for r in rows)
+    signed_now = False
+    cp = _covering_checkpoint(archive, last)
+    if cp is None:  # sign them now rather than leave them out
+        uncovered = [int(r["seq"]) for r in rows if int(r["seq"]) > _newest_signed(archive)]
+        try:
+            archive.checkpoint()
+        except ArchiveError as exc:
+            raise ArchiveError(f"entries {ranges(uncovered)} are not yet covered by a signed "
+                               f"checkpoint, and this export cannot sign them: {exc}") from None
+        signed_now = True
+        cp = _covering_checkpoint(archive, last)
         if cp is None:
-            top = conn.execute(sa.select(sa.func.max(c.c.seq))).scalar() or 0
-            uncovered = [int(r["seq"]) for r in rows if int(r["seq"]) > top]
-            rows = [r for r in rows if int(r["seq"]) <= top]
-            if rows:
-                cp = conn.execute(sa.select(c).where(c.c.seq >= max(int(r["seq"]) for r in rows))
-                                  .order_by(c.c.seq, c.c.id).limit(1)).mappings().first()
-        else:
-            uncovered = []
-        if not rows or cp is None:
-            raise ArchiveError("nothing to export: no entry matches" if not uncovered else
-                               f"entries {ranges(uncovered)} are not yet covered by a signed "
-                               "checkpoint; run `relay archive checkpoint` first")
+            raise ArchiveError(f"entry #{last} is beyond the chain head; run "
+                               "`relay archive verify`")
+    with archive.db.connect() as conn:
         first = int(rows[0]["seq"])
         links, start_prev = _links(conn, first, int(cp["seq"]))
     out.mkdir(parents=True, exist_ok=True)
@@ -116,9 +121,7 @@ def export(archive: Archive, filters: Filters, fmt: str, out: Path, who: str,
                     for k, v in vars(filters).items() if v is not None},
         "start_prev_hash": start_prev,
         "chain": links,
-        "checkpoint": {"seq": int(cp["seq"]), "entry_hash": cp["entry_hash"],
-                       "signed_at": chain.timestamp(cp["signed_at"]), "key_id": cp["key_id"],
-                       "signature": cp["signature"], "node": cp["node"]},
+        "checkpoint": _checkpoint_json(cp),
         "entries": entries,
     }
     body = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
@@ -128,7 +131,29 @@ def export(archive: Archive, filters: Filters, fmt: str, out: Path, who: str,
         "entries": ranges(seqs), "format": fmt, "path": str(out.resolve()),
         "manifest_sha256": chain.sha256(body)}, reason)
     return {"path": str(out), "entries": len(seqs), "checkpoint": int(cp["seq"]),
-            "skipped_purged": purged, "skipped_uncovered": uncovered}
+            "signed_now": signed_now, "skipped_purged": purged}
+
+
+def _covering_checkpoint(archive: Archive, seq: int) -> Any:
+    """The oldest checkpoint that covers entry `seq`, or None."""
+    c = schema.checkpoint
+    with archive.db.connect() as conn:
+        return conn.execute(sa.select(c).where(c.c.seq >= seq).order_by(c.c.seq, c.c.id)
+                            .limit(1)).mappings().first()
+
+
+def _newest_signed(archive: Archive) -> int:
+    with archive.db.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.max(schema.checkpoint.c.seq))).scalar() or 0)
+
+
+def _checkpoint_json(cp: Any) -> dict[str, Any]:
+    out = {"seq": int(cp["seq"]), "entry_hash": cp["entry_hash"],
+           "signed_at": chain.timestamp(cp["signed_at"]), "key_id": cp["key_id"],
+           "signature": cp["signature"], "node": cp["node"]}
+    if cp["access_seq"] is not None:  # v2: the access head is signed too
+        out.update(access_seq=int(cp["access_seq"]), access_hash=cp["access_hash"])
+    return out
 
 
 def _links(conn: sa.Connection, first: int, last: int) -> tuple[list[list[Any]], str]:
@@ -172,11 +197,21 @@ def verify_export(path: Path, public_key: Keys) -> Report:
     try:
         manifest = json.loads((path / MANIFEST).read_bytes())
     except (OSError, ValueError) as exc:
-        report.problems.append(Problem(None, "manifest", f"cannot read {MANIFEST}: {exc}"))
+        report.unreadable = f"cannot read {path / MANIFEST}: {exc}"
         return report
-    if manifest.get("format") != FORMAT:
-        report.problems.append(Problem(None, "manifest", f"not an archive export ({FORMAT})"))
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        report.unreadable = f"{path / MANIFEST} is not an archive export ({FORMAT})"
         return report
+    try:
+        _verify_manifest(path, manifest, public_key, report)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        report.problems.append(Problem(None, "manifest", f"the manifest is malformed "
+                                       f"({type(exc).__name__}: {exc}): edited by hand?"))
+    return report
+
+
+def _verify_manifest(path: Path, manifest: dict[str, Any], public_key: Keys,
+                     report: Report) -> None:
     cp = manifest["checkpoint"]
     report.checkpoints = 1
     report.last_checkpoint = int(cp["seq"])
@@ -220,7 +255,6 @@ def verify_export(path: Path, public_key: Keys) -> Report:
     if manifest["entries"]:
         report.first_seq = int(manifest["entries"][0]["fields"]["seq"])
         report.last_seq = int(manifest["entries"][-1]["fields"]["seq"])
-    return report
 
 
 def _read_ref(root: Path, ref: Any, mboxes: dict[str, bytes]) -> bytes:

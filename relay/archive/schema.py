@@ -66,6 +66,8 @@ checkpoint = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("seq", sa.BigInteger),
     sa.Column("entry_hash", sa.String(H)),
+    sa.Column("access_seq", sa.BigInteger, nullable=True),  # NULL: a v1 checkpoint
+    sa.Column("access_hash", sa.String(H), nullable=True),
     sa.Column("signed_at", sa.DateTime),
     sa.Column("node", sa.String(255)),
     sa.Column("key_id", sa.String(32)),

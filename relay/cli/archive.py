@@ -1,7 +1,9 @@
 """`relay archive`: keys, verification, and the auditors' read-only commands.
 
 `log` only reads. `show` and `export` read and append who/when/what/why to the
-access log before they output anything; they never change an entry.
+access log before they output anything; they never change an entry. Every stored
+value printed for a person goes through `printable` (a subject is client-supplied);
+times are UTC and printed with their zone (`Z`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import click
 import sqlalchemy as sa
 
 from relay.archive import Archive, ArchiveError, Filters, chain, schema
-from relay.cli.common import config_option, is_interactive, load_config, print_json
+from relay.cli.common import config_option, is_interactive, load_config, print_json, printable
 from relay.message import Message, decode_header_value
 
 EX_USAGE = 2
@@ -39,6 +41,11 @@ def _open(config_path: Path | None, migrate: bool = False) -> Archive:
     except (ArchiveError, sa.exc.SQLAlchemyError) as exc:
         click.echo(f"relay archive: {exc}", err=True)
         sys.exit(EX_USAGE)
+
+
+def _time(dt: datetime) -> str:
+    """A stored time (UTC, naive) as people read it: to the second, with its zone."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_date(value: str | None, end: bool = False) -> datetime | None:
@@ -98,12 +105,19 @@ def keygen(config_path: Path | None, force: bool) -> None:
     arch.close()
     if private.exists() and not force:
         raise click.ClickException(f"{private} exists (use --force to replace it)")
+    retired = None
     if public.exists():  # retired, kept: verify still needs it for older checkpoints
         old = chain.key_id(chain.load_public(public))
-        public.rename(public.with_name(f"{public.name}.old-{old}"))
+        retired = public.with_name(f"{public.name}.old-{old}")
+        public.rename(retired)
     kid = chain.generate_keys(private, public)
     click.echo(f"signing key {private} (keep secret)\npublic key  {public} (give to auditors)"
                f"\nkey id      {kid}")
+    if retired is not None:
+        click.echo(f"retired     {retired}: checkpoints signed before now need it; add it to "
+                   "archive.retired_public_keys in relay.toml (and give it to auditors), "
+                   "verify uses no key it is not given")
+    click.echo("a running relay signs with the new key from its next message on")
 
 
 @archive.command()
@@ -128,15 +142,16 @@ def checkpoint(config_path: Path | None) -> None:
               help="Verify an export folder instead (needs only the public key).")
 @click.option("--public-key", "public_keys", multiple=True,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="Public key, repeatable (default: archive.public_key from the "
-              "configuration and the keys it replaced).")
+              help="Public key, repeatable (default: archive.public_key and "
+              "archive.retired_public_keys from the configuration, nothing else).")
 @click.option("--json", "as_json", is_flag=True)
 def verify(config_path: Path | None, since: str | None, export_path: Path | None,
            public_keys: tuple[Path, ...], as_json: bool) -> None:
     """Recompute every blob hash and the chain, check every checkpoint signature.
 
-    Exit status: 0 intact; 1 something was modified, deleted, inserted, reordered or
-    cut off; 2 the archive or the public key could not be read.
+    Exit status: 0 intact (with a warning for what is not signed yet); 1 something was
+    modified, deleted, inserted, reordered, cut off or purged without a signature;
+    2 the archive, the export or the public key could not be read.
     """
     from relay.archive.export import verify_export
     from relay.archive.verify import verify_archive
@@ -152,17 +167,20 @@ def verify(config_path: Path | None, since: str | None, export_path: Path | None
             report = _run_verify(arch, keys, since_seq, as_json, verify_archive)
         finally:
             arch.close()
+    if report.unreadable:
+        click.echo(f"relay archive: {printable(report.unreadable)}", err=True)
+        sys.exit(EX_USAGE)
     _print_report(report, as_json)
     sys.exit(0 if report.ok else 1)
 
 
 def _public_keys(paths: tuple[Path, ...], config_path: Path | None) -> list[Any]:
-    """The given keys, or the configured one and those `keygen --force` retired."""
+    """The given keys, or the configured ones; never a file merely found beside them
+    (whoever can write there could plant a key and sign a forged checkpoint)."""
     if not paths:
         arch = Archive(load_config(config_path))
-        current = arch.public_key_path
+        paths = (arch.public_key_path, *arch.retired_public_key_paths)
         arch.close()
-        paths = (current, *sorted(current.parent.glob(f"{current.name}.old-*")))
     keys = []
     for path in paths:
         try:
@@ -216,24 +234,27 @@ def _print_report(report: Any, as_json: bool) -> None:
     click.echo(f"{report.entries} entries (#{d['first_seq']}–#{d['last_seq']}), "
                f"{report.blobs} messages, {report.bytes / 1e6:.1f} MB checked"
                + (f" in {report.seconds:.1f}s ({rate:.1f} MB/s)" if report.seconds else ""))
-    click.echo(f"{report.checkpoints} checkpoint(s), last covers #{d['last_checkpoint']}"
-               + (f"; {d['uncovered']} newer entries not yet signed" if d["uncovered"] else ""))
+    click.echo(f"{report.checkpoints} checkpoint(s), last covers #{d['last_checkpoint']}")
     if report.access_entries:
-        click.echo(f"access log: {report.access_entries} entries")
+        click.echo(f"access log: {report.access_entries} entries, signed up to "
+                   f"#{d['signed_access']}")
     if report.tombstones:
         by_purge: dict[str, list[int]] = {}
         for t in report.tombstones:
             by_purge.setdefault(f"{t['purged_at']} by {t['by']}", []).append(t["seq"])
         for when, seqs in by_purge.items():
             click.echo(f"purged (tombstones, hashes kept): {len(seqs)} entries "
-                       f"#{min(seqs)}–#{max(seqs)} on {when}")
+                       f"#{min(seqs)}–#{max(seqs)} on {printable(when)}")
+    for warning in report.warnings:
+        click.secho(f"WARNING: {warning}", fg="yellow", bold=True)
     if report.ok:
-        click.secho("INTACT", fg="green", bold=True)
+        click.secho("INTACT" + (" (not all signed: see the warning)" if report.warnings
+                                else ""), fg="green", bold=True)
         return
     first = report.first_bad
-    click.secho(f"TAMPERED: first bad {first}", fg="red", bold=True)
+    click.secho(f"TAMPERED: first bad {printable(first)}", fg="red", bold=True)
     for p in report.problems[:50]:
-        click.echo(f"  - {p}")
+        click.echo(f"  - {printable(p)}")
     if len(report.problems) > 50:
         click.echo(f"  … {len(report.problems) - 50} more")
 
@@ -258,9 +279,11 @@ def log_cmd(config_path: Path | None, mailbox: str | None, sender: str | None,
                     continue
                 arrow = "→" if row["direction"] == "out" else "←"
                 gone = " [purged]" if row["purged_at"] else ""
-                click.echo(f"#{row['seq']}\t{chain.timestamp(row['recorded_at'])[:19]}\t"
-                           f"{row['mailbox']} {arrow}\t{row['sender'] or '<>'} -> "
-                           f"{', '.join(_recipients(row))}\t{row['subject']}{gone}")
+                click.echo(f"#{row['seq']}\t{_time(row['recorded_at'])}\t"
+                           f"{printable(row['mailbox'])} {arrow}\t"
+                           f"{printable(row['sender'] or '<>')} -> "
+                           f"{printable(', '.join(_recipients(row)))}\t"
+                           f"{printable(row['subject'])}{gone}")
     finally:
         arch.close()
 
@@ -292,9 +315,13 @@ def show(config_path: Path | None, entry_id: int, raw: bool, accepted: bool,
                                          "raw": raw}, reason)
         if row["purged_at"] is not None:
             raise click.ClickException(f"entry #{entry_id} was purged on "
-                                       f"{chain.timestamp(row['purged_at'])}; only its hashes "
-                                       "remain")
+                                       f"{_time(row['purged_at'])}; only its hashes remain")
         data = arch.read_blob(row[f"{which}_hash"], int(row[f"{which}_size"]))
+        other = "delivered" if accepted else "accepted"
+        versions = {which: data}
+        if not raw:  # to say how the two differ
+            versions[other] = data if row["accepted_hash"] == row["delivered_hash"] else \
+                arch.read_blob(row[f"{other}_hash"], int(row[f"{other}_size"]))
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -307,44 +334,61 @@ def show(config_path: Path | None, entry_id: int, raw: bool, accepted: bool,
         print_json({**_entry_json(row), "version": which,
                     "message": data.decode("utf-8", "replace")})
         return
-    _render(row, data, which)
+    _render(row, versions, which)
 
 
-def _render(row: Any, data: bytes, which: str) -> None:
+def _render(row: Any, versions: dict[str, bytes], which: str) -> None:
     import json
 
     meta = json.loads(row["meta"])
     arrow = "sent by" if row["direction"] == "out" else "received by"
+    client = meta.get("client") or {}
     out = [
-        f"Entry #{row['seq']}  recorded {chain.timestamp(row['recorded_at'])} on {row['node']}",
-        f"Mailbox: {row['mailbox']} ({row['kind']}), {arrow} it",
-        f"Envelope: {row['sender'] or '<>'} -> {', '.join(_recipients(row))}",
-        f"Client: {meta['client']['ip']} helo={meta['client']['helo']!r} "
-        f"tls={meta['client']['tls']} auth={meta.get('auth_login')}",
+        f"Entry #{row['seq']}  recorded {_time(row['recorded_at'])} on {printable(row['node'])}",
+        f"Mailbox: {printable(row['mailbox'])} ({row['kind']}), {arrow} it",
+        f"Envelope: {printable(row['sender'] or '<>')} -> "
+        f"{printable(', '.join(_recipients(row)))}",
+        f"Client: {printable(client.get('ip'))} helo={printable(repr(client.get('helo')))} "
+        f"tls={client.get('tls')} auth={printable(meta.get('auth_login'))}",
         f"Entry hash: {row['entry_hash']}",
         f"{which.capitalize()} message: sha256 {row[f'{which}_hash']} "
         f"({row[f'{which}_size']} bytes)",
     ]
-    if row["accepted_hash"] != row["delivered_hash"]:
-        out.append(f"Converted: {', '.join(meta.get('conversions') or []) or 'yes'} "
-                   "(see --accepted for the original)")
+    out += _changes(row, meta, versions["delivered"], versions["accepted"])
     for d in meta.get("decisions", []):
-        out.append(f"Decision: {d['policy']} {d['code']} -> {d['action']} ({d['article']})")
-    msg = Message(data)
+        out.append(printable(f"Decision: {d['policy']} {d['code']} -> {d['action']} "
+                             f"({d['article']})"))
+    msg = Message(versions[which])
     out.append("")
     for name in ("Date", "From", "To", "Cc", "Subject", "Message-ID"):
         for value in msg.get_all(name):
-            out.append(f"{name}: {_nfc(decode_header_value(value))}")
+            out.append(f"{name}: {printable(_nfc(decode_header_value(value)))}")
     out.append("")
     texts = [p for p in msg.parts if p.is_text and p.content_type == "text/plain"] or \
         [p for p in msg.parts if p.is_text]
     for part in texts:
-        out.append(_nfc(_decode_text(part.payload, part.charset)))
+        out.append(printable(_nfc(_decode_text(part.payload, part.charset)), multiline=True))
     for part in msg.parts:
         if part.is_attachment and part not in texts:
-            out.append(f"[attachment {part.path}: {_nfc(part.filename or '')} "
-                       f"{part.content_type}, {len(part.payload)} bytes]")
+            out.append(f"[attachment {part.path}: {printable(_nfc(part.filename or ''))} "
+                       f"{printable(part.content_type)}, {len(part.payload)} bytes]")
     click.echo("\n".join(out))
+
+
+def _changes(row: Any, meta: dict[str, Any], delivered: bytes, accepted: bytes) -> list[str]:
+    """How the delivered message differs from the accepted one: "Converted" only when a
+    policy converted it; headers the relay only added (Received:, tags) are named."""
+    if row["accepted_hash"] == row["delivered_hash"]:
+        return []
+    conversions = meta.get("conversions") or []
+    if conversions:
+        return [f"Converted: {printable(', '.join(conversions))} (see --accepted for the "
+                "original)"]
+    if delivered.endswith(accepted):
+        names = [n for n, _ in Message(delivered[:len(delivered) - len(accepted)]).headers]
+        return [f"Delivered as accepted, with added header(s): "
+                f"{printable(', '.join(names) or '(none)')}"]
+    return ["Delivered differs from accepted (see --accepted for the original)"]
 
 
 def _decode_text(payload: bytes, charset: str | None) -> str:
@@ -386,13 +430,16 @@ def export_cmd(config_path: Path | None, mailbox: str | None, sender: str | None
         raise click.ClickException(str(exc)) from None
     finally:
         arch.close()
-    click.echo(f"exported {summary['entries']} entries to {summary['path']} "
+    if summary["signed_now"]:
+        click.echo(f"signed the chain head (checkpoint #{summary['checkpoint']}) so that "
+                   "every entry exported is covered")
+    click.echo(f"exported {summary['entries']} entries to {printable(summary['path'])} "
                f"(covered by checkpoint #{summary['checkpoint']})")
     if summary["skipped_purged"]:
-        click.echo(f"skipped {len(summary['skipped_purged'])} purged entries")
-    if summary["skipped_uncovered"]:
-        click.echo(f"skipped {len(summary['skipped_uncovered'])} entries newer than the last "
-                   "checkpoint (run `relay archive checkpoint`)")
+        from relay.archive.retention import ranges
+
+        click.echo(f"not exported: {len(summary['skipped_purged'])} matching entries were "
+                   f"purged, only their hashes remain: {ranges(summary['skipped_purged'])}")
 
 
 @archive.command("access-log")
@@ -413,9 +460,10 @@ def access_log(config_path: Path | None, limit: int | None, as_json: bool) -> No
         if as_json:
             print_json({**fields, "entry_hash": row["entry_hash"]})
         else:
-            click.echo(f"#{fields['seq']}\t{fields['at'][:19]}\t{fields['who']}\t"
-                       f"{fields['action']}\t{json.dumps(fields['target'], ensure_ascii=False)}"
-                       f"\t{fields['reason']}")
+            click.echo(f"#{fields['seq']}\t{_time(row['at'])}\t{printable(fields['who'])}\t"
+                       f"{printable(fields['action'])}\t"
+                       f"{printable(json.dumps(fields['target'], ensure_ascii=False))}"
+                       f"\t{printable(fields['reason'])}")
 
 
 @archive.command()
@@ -431,6 +479,8 @@ def purge(config_path: Path | None, dry_run: bool, reason: str, as_json: bool) -
     arch = _open(config_path, migrate=True)
     try:
         report = arch.purge(_who(), reason, dry_run=dry_run)
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         arch.close()
     result = {"dry_run": dry_run, "cutoff": report.cutoff and chain.timestamp(report.cutoff),
@@ -446,7 +496,7 @@ def purge(config_path: Path | None, dry_run: bool, reason: str, as_json: bool) -
     click.echo(f"{verb} {len(report.purged)} entries recorded before "
                f"{result['cutoff']}; {report.blobs_deleted} blobs deleted")
     for mailbox, n in report.held.items():
-        click.echo(f"kept {n} entries of {mailbox}: legal hold")
+        click.echo(f"kept {n} entries of {printable(mailbox)}: legal hold")
 
 
 @archive.command()
@@ -465,31 +515,34 @@ def hold(config_path: Path | None, mailbox: str | None, reason: str | None,
                     print_json({key: chain.timestamp(value) if key == "since" else value
                                 for key, value in dict(row).items()})
                     continue
-                click.echo(f"{row['mailbox']}\tsince {chain.timestamp(row['since'])[:19]}\t"
-                           f"{row['who']}\t{row['reason']}")
+                click.echo(f"{printable(row['mailbox'])}\tsince {_time(row['since'])}\t"
+                           f"{printable(row['who'])}\t{printable(row['reason'])}")
             return
         if not reason:
             raise click.UsageError("--reason is required to place a hold")
         placed = arch.hold(mailbox, _who(), reason)
     finally:
         arch.close()
-    click.echo(f"hold placed on {mailbox}" if placed else f"{mailbox} is already on hold")
+    click.echo(f"hold placed on {printable(mailbox)}" if placed
+               else f"{printable(mailbox)} is already on hold")
 
 
 @archive.command()
 @config_option
 @click.argument("mailbox")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, help="Why (decision closing the case).")
 def release(config_path: Path | None, mailbox: str, reason: str) -> None:
-    """Lift the legal hold on MAILBOX."""
+    """Lift the legal hold on MAILBOX (signed at once: needs the signing key)."""
     arch = _open(config_path, migrate=True)
     try:
         released = arch.release(mailbox, _who(), reason)
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         arch.close()
     if not released:
-        raise click.ClickException(f"{mailbox} is not on hold")
-    click.echo(f"hold on {mailbox} released")
+        raise click.ClickException(f"{printable(mailbox)} is not on hold")
+    click.echo(f"hold on {printable(mailbox)} released")
 
 
 COMMANDS = [archive]

@@ -1,6 +1,7 @@
 """What every `relay` subcommand shares: the -c option, loading the configuration with
-clean errors, JSON output, whether a person is watching, and how a failure the operator
-can fix is told: one line naming what failed and a sysexits(3) code, never a traceback.
+clean errors, JSON output, text safe for a terminal, whether a person is watching, and
+how a failure the operator can fix is told: one line naming what failed and a sysexits(3)
+code, never a traceback.
 
 The mapping from exceptions to that line and code is `explain()`, applied once to every
 command by `RelayGroup` (the `relay` group): commands raise, they do not print and exit.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -75,8 +77,11 @@ def load_policies(config: Config) -> PolicySet:
 
 def print_json(obj: Any) -> None:
     """One JSON value on one line (JSON Lines: call once per object of a listing);
-    datetimes as RFC 3339 UTC with `Z`."""
-    click.echo(json.dumps(obj, ensure_ascii=False, default=_json_default))
+    datetimes as RFC 3339 UTC with `Z`. Vietnamese stays readable; what JSON itself
+    leaves raw but a terminal or a line splitter acts on (DEL, C1, bidi overrides,
+    U+2028/9, lone surrogates) is written as \\uXXXX: the same value, safe on any screen."""
+    text = json.dumps(obj, ensure_ascii=False, default=_json_default)
+    click.echo(_UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def print_lines(rows: Iterable[Any]) -> None:
@@ -94,6 +99,33 @@ def _json_default(value: Any) -> Any:
 def is_interactive(json_output: bool = False) -> bool:
     """Progress bars only for a person at a terminal, never with --json or when piped."""
     return not json_output and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+# What must never reach a terminal from stored or client-supplied text: C0 controls (ESC
+# starts the sequences that move the cursor, set the window title or write to the
+# clipboard), DEL, C1 controls (U+009B is a one-character CSI), bidirectional overrides
+# and isolates (they reorder what the reader sees), the Unicode line and paragraph
+# separators, and lone surrogates (undecodable bytes kept by surrogateescape).
+_OTHERS = r"\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff"
+_UNSAFE_LINE = re.compile(r"[\x00-\x1f" + _OTHERS + "]")
+_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f" + _OTHERS + "]")  # keeps TAB and LF
+_UNSAFE_JSON = re.compile(f"[{_OTHERS}]")  # json.dumps escapes C0 itself
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: object, multiline: bool = False) -> str:
+    """`value` as text that is safe to print for a person: every character above
+    shown as a visible escape (`\\x1b`, `\\u202e`). One line unless `multiline`, which
+    keeps LF and TAB (a message body); CR is always escaped. Use it on every stored or
+    client-supplied value in human (non-JSON) output; JSON escapes on its own."""
+    text = value if isinstance(value, str) else str(value)
+    if multiline:
+        text = text.replace("\r\n", "\n")
+    return (_UNSAFE_TEXT if multiline else _UNSAFE_LINE).sub(_escape, text)
 
 
 def rfc3339(value: float | datetime | None) -> str | None:

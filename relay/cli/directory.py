@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from relay.cli.common import config_option, load_config, print_json, print_lines
+from relay.cli.common import config_option, load_config, print_json, print_lines, printable
 from relay.directory import passwords
 from relay.directory.admin import Directory, DirectoryError, Writer, default_actor
 from relay.directory.schema import Kind, Status
@@ -48,7 +48,7 @@ def _writing(config_path: Path | None, basis: str, actor: str | None) -> Iterato
         with directory.write(actor or default_actor(), basis) as writer:
             yield writer
     except (DirectoryError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(printable(exc)) from None
     finally:
         directory.close()
 
@@ -61,7 +61,8 @@ def _read_password() -> str:
 
 
 def _show_password(address: str, password: str) -> None:
-    click.echo(f"Password for {address} (shown once, give it to its owner): {password}")
+    click.echo(f"Password for {printable(address)} (shown once, give it to its owner): "
+               f"{password}")
 
 
 @click.group("directory")
@@ -85,7 +86,7 @@ def agency_add(code: str, name: str, parent: str | None, config_path: Path | Non
     """Register an agency."""
     with _writing(config_path, basis, actor) as w:
         a = w.add_agency(code, name, parent)
-        click.echo(f"agency {a.code} added")
+        click.echo(f"agency {printable(a.code)} added")
 
 
 @agency.command("list")
@@ -98,8 +99,8 @@ def agency_list(config_path: Path | None, as_json: bool) -> None:
         print_lines(rows)
         return
     for a in rows:
-        parent = f" (in {a['parent']})" if a["parent"] else ""
-        click.echo(f"{a['code']:<16} {a['status']:<7} {a['name']}{parent}")
+        parent = f" (in {printable(a['parent'])})" if a["parent"] else ""
+        click.echo(f"{printable(a['code']):<16} {a['status']:<7} {printable(a['name'])}{parent}")
 
 
 @agency.command("rename")
@@ -111,7 +112,7 @@ def agency_rename(code: str, name: str, config_path: Path | None, basis: str,
     """Change an agency's name (its code, and so its address, stays)."""
     with _writing(config_path, basis, actor) as w:
         w.update_agency(code, name=name)
-        click.echo(f"agency {code} renamed")
+        click.echo(f"agency {printable(code)} renamed")
 
 
 @agency.command("close")
@@ -121,7 +122,7 @@ def agency_close(code: str, config_path: Path | None, basis: str, actor: str | N
     """Close an agency; its official mailboxes are removed (the archive keeps their mail)."""
     with _writing(config_path, basis, actor) as w:
         w.close_agency(code)
-        click.echo(f"agency {code} closed")
+        click.echo(f"agency {printable(code)} closed")
 
 
 # --- mailboxes ------------------------------------------------------------------
@@ -155,7 +156,7 @@ def mailbox_add(address: str, kind: str, agency_code: str, name: str | None,
                 raise DirectoryError(f"no person with HR id {hr_id}: give --name to create one")
             owner = w.add_person(name, agency_code, hr_id=hr_id, title=title)
         box = w.add_mailbox(address, kind, agency_code, owner, password)
-        click.echo(f"mailbox {box.address} ({box.kind}) added")
+        click.echo(f"mailbox {printable(box.address)} ({box.kind}) added")
     if password and not password_stdin:
         _show_password(box.address, password)
 
@@ -168,17 +169,18 @@ def mailbox_show(address: str, config_path: Path | None, as_json: bool) -> None:
     """One mailbox with its delegations."""
     box = _directory(config_path).mailbox(address)
     if box is None:
-        raise click.ClickException(f"no mailbox {address}")
+        raise click.ClickException(f"no mailbox {printable(address)}")
     if as_json:
         print_json(box)
         return
     for key, value in box.items():
         if key != "delegations":
-            click.echo(f"{key:<12} {value if value is not None else '-'}")
+            click.echo(f"{key:<12} {printable(value) if value is not None else '-'}")
     for d in box["delegations"]:
         state = "active" if d["active"] else "ended"
-        click.echo(f"delegate     {d['address'] or d['hr_id']} ({d['person']}) {state}, "
-                   f"from {d['valid_from']:%Y-%m-%d}, basis: {d['basis']}")
+        click.echo(f"delegate     {printable(d['address'] or d['hr_id'])} "
+                   f"({printable(d['person'])}) {state}, "
+                   f"from {d['valid_from']:%Y-%m-%d}, basis: {printable(d['basis'])}")
 
 
 @mailbox.command("list")
@@ -197,8 +199,8 @@ def mailbox_list(agency_code: str | None, kind: str | None, status: str | None,
         return
     for b in rows:
         owner = b["owner_name"] or "-"
-        click.echo(f"{b['address']:<40} {b['kind']:<15} {b['status']:<9} {b['agency']:<12} "
-                   f"{owner}")
+        click.echo(f"{printable(b['address']):<40} {b['kind']:<15} {b['status']:<9} "
+                   f"{printable(b['agency']):<12} {printable(owner)}")
 
 
 def _status_command(name: str, status: Status, doc: str) -> click.Command:
@@ -208,7 +210,7 @@ def _status_command(name: str, status: Status, doc: str) -> click.Command:
     def command(address: str, config_path: Path | None, basis: str, actor: str | None) -> None:
         with _writing(config_path, basis, actor) as w:
             w.set_status(address, status)
-            click.echo(f"mailbox {address.lower()} {status.value}")
+            click.echo(f"mailbox {printable(address.lower())} {status.value}")
 
     return command
 
@@ -229,7 +231,7 @@ def mailbox_rename(address: str, new_address: str, config_path: Path | None, bas
     """Change a mailbox's address (Điều 6.2); the old one is quarantined."""
     with _writing(config_path, basis, actor) as w:
         box = w.rename_mailbox(address, new_address)
-        click.echo(f"mailbox {address.lower()} is now {box.address}")
+        click.echo(f"mailbox {printable(address.lower())} is now {printable(box.address)}")
 
 
 @mailbox.command("reset-password")
@@ -243,7 +245,7 @@ def mailbox_reset_password(address: str, password_stdin: bool, config_path: Path
     with _writing(config_path, basis, actor) as w:
         w.set_password(address, password)
     if password_stdin:
-        click.echo(f"password of {address.lower()} changed")
+        click.echo(f"password of {printable(address.lower())} changed")
     else:
         _show_password(address.lower(), password)
 
@@ -269,7 +271,7 @@ def delegate(official: str, to: str, until: str | None, config_path: Path | None
     """Let a person use an official or citizen-intake mailbox (Điều 8)."""
     with _writing(config_path, basis, actor) as w:
         w.delegate(official, to, _parse_until(until))
-        click.echo(f"{to} may now use {official.lower()}")
+        click.echo(f"{printable(to)} may now use {printable(official.lower())}")
 
 
 @directory.command("revoke")
@@ -281,7 +283,7 @@ def revoke(official: str, from_: str, config_path: Path | None, basis: str,
     """End a delegation (Điều 8)."""
     with _writing(config_path, basis, actor) as w:
         w.revoke(official, from_)
-        click.echo(f"{from_} may no longer use {official.lower()}")
+        click.echo(f"{printable(from_)} may no longer use {printable(official.lower())}")
 
 
 @directory.command("handover")
@@ -293,7 +295,8 @@ def handover(official: str, to: str, config_path: Path | None, basis: str,
     """A new head takes the official mailbox (Điều 8): new password, old delegations end."""
     with _writing(config_path, basis, actor) as w:
         password = w.handover(official, to)
-    click.echo(f"{official.lower()} handed over to {to}; former delegations ended")
+    click.echo(f"{printable(official.lower())} handed over to {printable(to)}; former "
+               "delegations ended")
     _show_password(official.lower(), password)
 
 
@@ -313,8 +316,9 @@ def log_command(key: str | None, actor: str | None, since: str | None, limit: in
         print_lines(rows)
         return
     for c in rows:
-        click.echo(f"{c['at']:%Y-%m-%d %H:%M:%S} {c['actor']:<12} {c['action']:<22} "
-                   f"{c['key']:<32} [{c['basis']}]")
+        click.echo(f"{c['at']:%Y-%m-%d %H:%M:%S} {printable(c['actor']):<12} "
+                   f"{printable(c['action']):<22} {printable(c['key']):<32} "
+                   f"[{printable(c['basis'])}]")
 
 
 @directory.command("suggest-address")
@@ -331,11 +335,11 @@ def suggest_address(full_name: str, agency_code: str | None, pattern: str | None
     try:
         address = _directory(config_path).suggest_address(full_name, agency_code, pattern)
     except (DirectoryError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(printable(exc)) from None
     if as_json:
         print_json({"name": full_name, "address": address})
     else:
-        click.echo(address)
+        click.echo(printable(address))
 
 
 @directory.command("sync")

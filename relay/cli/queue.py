@@ -14,7 +14,14 @@ from pathlib import Path
 
 import click
 
-from relay.cli.common import OperatorError, config_option, load_config, print_json, rfc3339
+from relay.cli.common import (
+    OperatorError,
+    config_option,
+    load_config,
+    print_json,
+    printable,
+    rfc3339,
+)
 from relay.config import Config
 from relay.spool import Spool
 
@@ -69,7 +76,7 @@ def _ids(spool: Spool, ids: Iterable[str]) -> list[str]:
         return list(spool.ids())
     for qid in ids:
         if not QUEUE_ID.fullmatch(qid):
-            raise OperatorError(f"{_printable(qid)!r} is not a queue id")
+            raise OperatorError(f"{printable(qid)[:80]} is not a queue id")
     return ids
 
 
@@ -94,13 +101,9 @@ def read_ids(lines: Iterable[str]) -> Iterator[str]:
                                     "`relay queue list --json`)")
             line = qid
         if not QUEUE_ID.fullmatch(line):
-            raise OperatorError(f"standard input line {number}: {_printable(line)[:80]!r} is "
+            raise OperatorError(f"standard input line {number}: {printable(line)[:80]} is "
                                 "not a queue id")
         yield line
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 @click.group("queue")
@@ -128,11 +131,12 @@ def list_(config_path: Path | None, as_json: bool) -> None:
         mark = {"hold": "!", "active": "*"}.get(entry["queue_name"], " ")
         arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(
             spool.load_envelope(qid).arrival_time))
-        click.echo(f"{qid}{mark} {entry['message_size']:>8} {arrival}  <{entry['sender']}>")
-        for r in entry["recipients"]:
+        click.echo(f"{printable(qid)}{mark} {entry['message_size']:>8} {arrival}  "
+                   f"<{printable(entry['sender'])}>")
+        for r in entry["recipients"]:  # a delay reason is the remote server's reply text
             if "delay_reason" in r:
-                click.echo(f"    ({r['delay_reason']})")
-            click.echo(f"    {r['address']}")
+                click.echo(f"    ({printable(r['delay_reason'])})")
+            click.echo(f"    {printable(r['address'])}")
     if not as_json:
         click.echo("Mail queue is empty" if count == 0 else f"-- {count} messages")
 
@@ -140,27 +144,34 @@ def list_(config_path: Path | None, as_json: bool) -> None:
 @queue.command("show")
 @config_option
 @click.argument("queue_id")
+@click.option("--raw", is_flag=True, help="The message's exact bytes, unescaped (for a file "
+              "or a pipe, not a terminal).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object: the `queue list --json` fields, the headers, and the "
               "message (as text when it is UTF-8, else in message_base64).")
-def show(config_path: Path | None, queue_id: str, as_json: bool) -> None:
-    """Print a queued message with its envelope and delivery state."""
+def show(config_path: Path | None, queue_id: str, raw: bool, as_json: bool) -> None:
+    """Print a queued message with its envelope and delivery state.
+
+    Control characters in the message are shown escaped (\\x1b) unless --raw."""
     spool = _spool(load_config(config_path))
     try:
         entry = _entry(spool, queue_id)
         _, data = spool.load(queue_id)
     except KeyError:
-        raise OperatorError(f"no message {_printable(queue_id)!r} in the queue", 1) from None
+        raise OperatorError(f"no message {printable(queue_id)} in the queue", 1) from None
     if as_json:
         print_json({**entry, **_message_json(data)})
         return
+    if raw:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     for key in ("queue_name", "sender", "arrival_time", "message_size", "attempts"):
-        click.echo(f"{key}: {entry[key]}")
+        click.echo(f"{key}: {printable(entry[key])}")
     for r in entry["recipients"]:
-        click.echo(f"recipient: {r['address']} {r.get('delay_reason', '')}".rstrip())
+        click.echo(printable(f"recipient: {r['address']} {r.get('delay_reason', '')}".rstrip()))
     click.echo("")
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
+    click.echo(printable(data.decode("utf-8", "surrogateescape"), multiline=True))
 
 
 def _message_json(data: bytes) -> dict:
@@ -206,7 +217,7 @@ def _bulk(name: str, verb: str, help_text: str) -> click.Command:
                 done += 1
             except KeyError:
                 missing += 1
-                click.echo(f"relay: {qid}: not in the queue", err=True)
+                click.echo(f"relay: {printable(qid)}: not in the queue", err=True)
         _notify_relay(config)
         click.echo(f"{name}: {done} messages")
         sys.exit(1 if missing else 0)

@@ -9,7 +9,7 @@ import click
 
 from directory_sync.feed import FeedError, FeedProblem, read_source
 from directory_sync.plan import Step, execute, plan
-from relay.cli.common import is_interactive, print_json
+from relay.cli.common import is_interactive, print_json, printable
 from relay.config import Config
 from relay.directory.admin import Directory
 
@@ -67,8 +67,8 @@ def _print_plan(steps: list[Step], dry_run: bool) -> None:
     if steps:
         click.echo(f"Plan ({len(steps)} changes{', dry run' if dry_run else ''}):")
     for step in steps:
-        click.echo(f"  {SYMBOL.get(step.action, '~')} {step.summary}  "
-                   f"[{step.basis}; {step.where}]")
+        click.echo(f"  {SYMBOL.get(step.action, '~')} {printable(step.summary)}  "
+                   f"[{printable(step.basis)}; {printable(step.where)}]")
 
 
 def _fail(problems: list[FeedProblem], steps: list[Step], as_json: bool, dry_run: bool,
@@ -79,5 +79,5 @@ def _fail(problems: list[FeedProblem], steps: list[Step], as_json: bool, dry_run
     else:
         click.echo(f"The feed has {len(problems)} problem(s); nothing was applied:", err=True)
         for p in problems:
-            click.echo(f"  {p}", err=True)
+            click.echo(f"  {printable(p)}", err=True)
     sys.exit(1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from relay.cli.common import config_option, load_config, load_policies, print_json
+from relay.cli.common import config_option, load_config, load_policies, print_json, printable
 from relay.config import Config
 from relay.model import Outcome, Transaction
 from relay.policyset import PolicySet
@@ -41,7 +41,7 @@ async def run_test(config: Config, policies: PolicySet, raw: bytes, sender: str,
             "findings": [d.as_dict() for d in tx.decisions],
             "added_headers": [f"{n}: {v}" for n, v in tx.added_headers],
             "conversions": tx.conversions,
-        }, (verdict.data if verdict else raw)
+        }, (verdict.delivered(raw) if verdict else raw)
     finally:
         await runtime.aclose()
 
@@ -85,20 +85,21 @@ def _explain(result: dict[str, Any]) -> None:
     colour = {"accept": "green", "reject": "red"}.get(result["action"], "yellow")
     click.secho(f"Decision: {result['action'].upper()} (at {result['stage']})", fg=colour,
                 bold=True)
+    # findings quote what the message said (file names, headers): escaped, like the rest
     for rcpt, reply in result["recipients"].items():
-        click.echo(f"  RCPT {rcpt}: {reply.splitlines()[0]}")
+        click.echo(f"  RCPT {printable(rcpt)}: {printable(reply.splitlines()[0])}")
     if not result["findings"]:
         click.echo("No findings.")
     for f in result["findings"]:
-        who = f" [{f['recipient']}]" if f["recipient"] else ""
+        who = f" [{printable(f['recipient'])}]" if f["recipient"] else ""
         click.echo(f"- {f['policy']}: {f['code']}{who} -> {f['action']}")
-        click.echo(f"    {f['vi']} ({f['article']})")
-        click.echo(f"    {f['en']}")
+        click.echo(f"    {printable(f['vi'])} ({f['article']})")
+        click.echo(f"    {printable(f['en'])}")
     for header in result["added_headers"]:
-        click.echo(f"  + header {header}")
+        click.echo(f"  + header {printable(header)}")
     click.echo("Reply the client would get:")
     for line in result["reply"].split("\r\n"):
-        click.echo(f"  {line}")
+        click.echo(f"  {printable(line)}")
 
 
 COMMANDS = [test_message]

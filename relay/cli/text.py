@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from relay.cli.common import print_json
+from relay.cli.common import print_json, printable
 from relay.message import Message
 from relay.tcvn import Detection, inspect
 
@@ -87,12 +87,14 @@ def check(file: str, mode: str, charset: str | None, html: bool, as_json: bool) 
     if as_json:
         print_json({"file": file, "found": found})
     elif not found:
-        click.echo(f"{file}: Unicode NFC, nothing to convert / không có gì cần chuyển đổi")
+        click.echo(f"{printable(file)}: Unicode NFC, nothing to convert / không có gì cần "
+                   "chuyển đổi")
     else:
-        for f in found:
-            click.echo(f"{file}: {f['where']}: {f['encoding']} ({', '.join(f['codes'])})")
-            click.echo(f"    {f['vi']}")
-            click.echo(f"    {f['en']}")
+        for f in found:  # `where` names parts and attachments as the message calls them
+            click.echo(f"{printable(file)}: {printable(f['where'])}: {f['encoding']} "
+                       f"({', '.join(f['codes'])})")
+            click.echo(f"    {printable(f['vi'])}")
+            click.echo(f"    {printable(f['en'])}")
     sys.exit(1 if found else 0)
 
 
@@ -112,7 +114,7 @@ def convert(file: str, mode: str, charset: str | None, html: bool, output: Path 
         msg = Message(data)
         out, notes = rewrite_message(data, msg, inspect_message(msg))
         for note in notes:
-            click.echo(f"converted: {note}", err=True)
+            click.echo(f"converted: {printable(note)}", err=True)
     else:
         det = inspect(data, charset, html=html or path.suffix.lower() in (".html", ".htm"))
         if det.found:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -41,9 +42,15 @@ class MilterServer:
     def socket_path(self) -> Path | None:
         return Path(self.bind[5:]) if self.bind.startswith("unix:") else None
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on [milter] bind, or on a socket a supervisor opened."""
         path = self.socket_path
-        if path is not None:
+        if sock is not None:
+            if sock.family == socket.AF_UNIX:
+                self._server = await asyncio.start_unix_server(self._accept, sock=sock)
+            else:
+                self._server = await asyncio.start_server(self._accept, sock=sock)
+        elif path is not None:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(path.stat().st_mode):
                     path.unlink()  # left by a previous run

@@ -33,6 +33,7 @@ from kilter.protocol import (
     Unknown,
 )
 
+from relay.body import Body as MessageBody
 from relay.config import Config
 from relay.engine import BAD_RECIPIENT, BAD_SENDER, Verdict, size_refusal
 from relay.milter.codec import (
@@ -309,12 +310,12 @@ class MilterSession:
             await self._answer(msg, self.conversation.refuse_oversize(self.size))
             return
         raw = self.raw_message()
-        verdict = await self._with_progress(self.conversation.data(raw))
+        verdict = await self._with_progress(self.conversation.data(MessageBody.of(raw)))
         self._log(verdict)
         if verdict.outcome is not Outcome.ACCEPT:
             await self._send(reply_code(verdict.reply, tx.smtputf8))
             return
-        edits = message_edits(raw, verdict.data, self.leading_space)
+        edits = message_edits(raw, verdict.delivered(raw), self.leading_space)
         await self._send(*edits, Continue())
 
     async def _with_progress(self, call: Awaitable[T]) -> T:

@@ -1,0 +1,162 @@
+"""Several front processes on the same listeners (issue 9): every core serves SMTP,
+one queue runner delivers, limits and metrics count for the whole relay, a killed
+front loses nothing and comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.fixtures.relayproc import free_port, wait_for
+
+RCPT = "an@dienbien.gov.vn"
+
+
+def message(n: int) -> bytes:
+    return (f"From: a@example.org\r\nTo: {RCPT}\r\nSubject: n{n}\r\n"
+            f"Date: Sun, 29 Nov 2026 10:00:00 +0700\r\nMessage-ID: <n{n}@example.org>\r\n\r\n"
+            "Kinh gui.\r\n").encode()
+
+
+def fronts(relay) -> list[int]:
+    """The front processes: the supervisor's children started by multiprocessing's spawn."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if (int(stat.rpartition(")")[2].split()[1]) == relay.proc.pid
+                and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline):
+            out.append(int(entry))
+    return sorted(out)
+
+
+def send_many(port: int, numbers: range, sessions: int = 5) -> set[int]:
+    """Send each numbered message; the numbers that got 250 (errors are expected when a
+    front is killed under them)."""
+    accepted: set[int] = set()
+    lock = threading.Lock()
+
+    def session(mine: list[int]) -> None:
+        client = None
+        for n in mine:
+            try:
+                if client is None:
+                    client = smtplib.SMTP("127.0.0.1", port, timeout=20)
+                client.sendmail("a@example.org", [RCPT], message(n))
+                with lock:
+                    accepted.add(n)
+            except (smtplib.SMTPException, OSError):
+                client = None
+        if client is not None:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+
+    threads = [threading.Thread(target=session, args=(list(numbers)[i::sessions],))
+               for i in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return accepted
+
+
+def delivered(relay) -> list[int]:
+    import re
+
+    return [int(m.group(1)) for raw in relay.maildir(RCPT)
+            if (m := re.search(rb"Subject: n(\d+)", raw))]
+
+
+def test_two_fronts_serve_and_one_runner_delivers_each_message_once(relay_factory):
+    port = free_port()
+    relay = relay_factory(server={"workers": 2, "metrics_bind": f"127.0.0.1:{port}"})
+    assert len(fronts(relay)) == 2
+    accepted = send_many(relay.mx, range(60), sessions=6)
+    assert accepted == set(range(60))
+    wait_for(lambda: len(delivered(relay)) >= 60, timeout=30)
+    assert sorted(delivered(relay)) == list(range(60))
+    log = relay.log.read_text()
+    assert "relay.smtp[front1]: queue" in log and "relay.smtp[front2]: queue" in log
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'relay_transactions_total{action="accept",listener="mx"} 60.0' in text
+
+
+def test_sigkill_of_a_front_loses_no_accepted_message(relay_factory):
+    relay = relay_factory(server={"workers": 2})
+    victim = fronts(relay)[0]
+    killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
+    killer.start()
+    accepted = send_many(relay.mx, range(300), sessions=6)
+    killer.join()
+    assert len(accepted) > 0
+    wait_for(lambda: set(delivered(relay)) >= accepted, timeout=60)
+    got = delivered(relay)
+    assert set(got) >= accepted, f"accepted, never delivered: {sorted(accepted - set(got))}"
+    assert len(got) == len(set(got)), "a message was delivered twice"
+    # the supervisor started another front, and the relay serves on
+    wait_for(lambda: len(fronts(relay)) == 2 and victim not in fronts(relay), timeout=30)
+    assert send_many(relay.mx, range(1000, 1005)) == set(range(1000, 1005))
+    assert "front 1 exited" in relay.log.read_text() or "front 2 exited" in relay.log.read_text()
+
+
+def test_connection_limits_hold_across_fronts(relay_factory):
+    relay = relay_factory(server={"workers": 2, "max_connections": 8,
+                                  "max_connections_per_ip": 5})
+    held = []
+
+    def connect(source: str) -> tuple[socket.socket, bytes]:
+        s = socket.create_connection(("127.0.0.1", relay.mx), timeout=10,
+                                     source_address=(source, 0))
+        held.append(s)
+        return s, s.makefile("rb").readline()
+
+    try:
+        greetings = [connect("127.0.0.1")[1] for _ in range(12)]
+        served = [g for g in greetings if g.startswith(b"220")]
+        refused = [g for g in greetings if g.startswith(b"421")]
+        assert len(served) == 5 and len(refused) == 7, greetings
+        assert refused[0].startswith(b"421-4.7.0 Qua nhieu ket noi dong thoi tu dia chi")
+        # another client is still served, up to the relay-wide limit
+        other = [connect("127.0.0.2")[1] for _ in range(4)]
+        assert [g[:3] for g in other] == [b"220"] * 3 + [b"421"]
+    finally:
+        for s in held:
+            s.close()
+    # closed sessions are counted out again, on every front
+    time.sleep(1)
+    assert send_many(relay.mx, range(5)) == set(range(5))
+
+
+def test_reload_reaches_every_front(relay_factory):
+    relay = relay_factory(server={"workers": 2})
+    no_date = b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n"
+
+    def refused() -> int:
+        n = 0
+        for _ in range(8):
+            with smtplib.SMTP("127.0.0.1", relay.mx, timeout=10) as client:
+                try:
+                    client.sendmail("a@example.org", [RCPT], no_date)
+                except smtplib.SMTPDataError:
+                    n += 1
+        return n
+
+    assert refused() == 8
+    text = relay.config_path.read_text()
+    relay.config_path.write_text(text + '\n[policies.headers]\naction = "log"\n')
+    relay.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: relay.log.read_text().count("configuration reloaded") >= 3, timeout=30)
+    assert refused() == 0
