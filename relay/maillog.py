@@ -69,7 +69,7 @@ def reply_text(reply: Reply | str, address: str | None = None) -> str:
 
 # --- the receiving side: one call per transaction -----------------------------------
 def received(tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
-    if tx.mta_queue_id is not None:  # the milter: Postfix logs its own lines
+    if tx.relay_checked or tx.mta_queue_id is not None:  # the milter: Postfix logs its own
         return
     client = f"unknown[{clean(tx.client_ip, 64)}]"
     tail = f"proto=ESMTP helo=<{clean(tx.helo, 255)}>"

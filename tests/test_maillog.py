@@ -216,3 +216,24 @@ def test_a_start_without_noise(relay_factory):
     assert "relay ready" in log
     for noise in ("Context impl", "Will assume", "login_data", "Requiring AUTH"):
         assert noise not in log, log
+
+
+def test_the_milter_leaves_the_mail_log_to_postfix(caplog):
+    import logging
+
+    from relay.maillog import received
+    from relay.model import Outcome, Transaction
+
+    caplog.set_level(logging.INFO, logger="relay.maillog")
+    refusal = Reply(550, "5.7.1", ("Từ chối", "Refused"))
+    milter = Transaction(listener="milter", relay_checked=True, mail_from="a@example.org")
+    milter.refused.append(("RCPT", "b@dienbien.gov.vn", refusal))
+    received(milter, Outcome.REJECT, refusal)  # before end of message: no Postfix queue id
+    assert caplog.messages == []
+    front = Transaction(listener="mx", helo="pc\r\nfake: line", mail_from="a@example.org")
+    front.refused.append(("RCPT", "b@dienbien.gov.vn\x00", refusal))
+    received(front, Outcome.REJECT, refusal)
+    assert caplog.messages == [
+        "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.7.1 <b@dienbien.gov.vn?>: "
+        "Tu choi / Refused; from=<a@example.org> to=<b@dienbien.gov.vn?> proto=ESMTP "
+        "helo=<pc??fake:?line>"]
