@@ -289,7 +289,9 @@ def relay_server_section(max_connections: int) -> dict[str, Any]:
             # agency server relaying without AUTH (sender_login_match and
             # no_local_spoofing then have nothing to refuse, but they run)
             "trusted_networks": ["127.0.0.0/8"],
-            "max_connections": max_connections, "log_level": "warning"}
+            "max_connections": max_connections, "log_level": "warning",
+            # as shipped: a front process per core, inspection workers per core
+            "workers": 0}
 
 
 class RelayServe:
@@ -306,6 +308,7 @@ class RelayServe:
             "backend": {"kind": "smtp", "host": "127.0.0.1", "port": sink_port,
                         "max_connections": 20},
             "queue": {"concurrency": 20},
+            "inspection": {"workers": 0},
             "policies": relay_policies(dns, clamd),
         })
         populate_directory(self.relay.config_path, sender, recipient)

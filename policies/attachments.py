@@ -84,7 +84,8 @@ DEFAULT_DENY_EXTENSIONS = [
 # declared types that claim nothing; a denied real type under these is not "disguised"
 NEUTRAL_DECLARED = {"application/octet-stream", "application/x-download"}
 
-SNIFF_BYTES = 64 * 1024  # what libmagic is shown; enough for its rules on Office/zip files
+SNIFF_BYTES = 16 * 1024  # what libmagic is shown: its rules for executables, scripts and
+# Office/zip files look at the first few KB; its text analysis costs per byte shown
 READ_CHUNK = 64 * 1024
 
 _magic = magic.Magic(mime=True)  # python-magic serialises calls with its own lock

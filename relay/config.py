@@ -136,6 +136,9 @@ class ServerConfig(Section):
     idle_timeout: Duration = 300.0
     data_timeout: Duration = 600.0
     max_noop: StrictInt = Field(20, ge=1)
+    # refused commands (MAIL, RCPT, syntax) per session before 421 (Postfix's
+    # smtpd_hard_error_limit): a session cannot probe thousands of addresses
+    max_errors: StrictInt = Field(20, ge=1, le=100_000)
     # a line in DATA ending in bare LF or CR: made CRLF (as Postfix >= 3.9), or 554 5.6.0
     bare_newline: Literal["normalize", "reject"] = "normalize"
     tls_cert: StrictStr = ""
@@ -168,6 +171,9 @@ class BackendConfig(Section):
 class OutboundConfig(Section):
     relayhost: HostPort | None = None
     starttls: Literal["none", "opportunistic", "required"] = "opportunistic"
+    # PEM file of the CAs that may sign the relayhost's certificate (starttls = "required");
+    # empty: the system's trust store
+    ca_file: StrictStr = ""
     timeout: Duration = 60.0
 
 
@@ -200,7 +206,10 @@ class DirectoryConfig(Section):
 
 
 def check_milter_bind(value: Any) -> str:
-    """`HOST:PORT` (also Postfix's `inet:HOST:PORT`) or `unix:/absolute/path`."""
+    """`HOST:PORT` (also Postfix's `inet:HOST:PORT`), `unix:/absolute/path`, or "" (the
+    default socket in state_dir)."""
+    if value == "":
+        return value
     if isinstance(value, str) and value.startswith("unix:"):
         if not value[5:].startswith("/"):
             raise ValueError(f"expected unix:/absolute/path, got {value!r}")
@@ -225,7 +234,10 @@ OctalMode = Annotated[int, BeforeValidator(check_octal_mode),
 class MilterConfig(Section):
     """`relay milter`: the policies inside an existing Postfix (smtpd_milters)."""
 
-    bind: MilterBind = "127.0.0.1:8894"
+    # empty: unix:STATE_DIR/milter.sock. A Unix socket lets only processes in the socket's
+    # group talk to the milter; over TCP any local process could feed it invented AUTH
+    # logins and have them archived (relay milter warns)
+    bind: MilterBind = ""
     socket_mode: OctalMode = 0o660  # unix socket only: Postfix's smtpd must be able to connect
     max_connections: StrictInt = Field(200, ge=1, le=100_000)
     workers: StrictInt = Field(0, ge=0, le=256)  # milter processes on the socket; 0: per core
@@ -328,6 +340,10 @@ class Config(Section):
         except ValueError:
             return False
         return any(address in network for network in self._trusted_networks)
+
+    @property
+    def milter_bind(self) -> str:
+        return self.milter.bind or f"unix:{self.state_path / 'milter.sock'}"
 
     def is_local(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay import maillog, metrics
 from relay.config import Config, ConfigError, load
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 log = logging.getLogger("relay")
+T = TypeVar("T")
 
 # syslog levels for journald's <N> prefixes (sd-daemon(3))
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
@@ -73,6 +74,19 @@ class _Drop(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(self.prefixes)
+
+
+def run_loop(main: Awaitable[T]) -> T:
+    """asyncio.run on uvloop when it is installed (measured faster for the fronts and
+    the queue runner), on the standard loop otherwise."""
+    if os.environ.get("RELAY_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(main)  # type: ignore[arg-type]
 
 
 def sd_notify(state: str) -> None:

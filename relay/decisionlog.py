@@ -13,8 +13,12 @@ from relay import maillog
 from relay.metrics import FINDINGS, TRANSACTION_SECONDS, TRANSACTIONS
 from relay.model import Outcome, Reply, Transaction
 
+MAX_LISTED = 50  # findings and recipients listed per line; the rest is counted
+
 
 def record(tx: Transaction, outcome: Outcome, reply: Reply | str) -> dict[str, Any]:
+    """One transaction's line, bounded: a client cannot make it grow past a few KB per
+    finding listed (20,000 refused RCPTs once wrote an 18.9 MB line)."""
     summary = tx.summary
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -24,14 +28,18 @@ def record(tx: Transaction, outcome: Outcome, reply: Reply | str) -> dict[str, A
         "tls": tx.tls,
         "auth": tx.auth_login,
         "mail_from": tx.mail_from,
-        "rcpt_to": tx.rcpt_to,
+        "rcpt_to": tx.rcpt_to[:MAX_LISTED],
         "message_id": summary.message_id if summary else None,
         "size": summary.size if summary else None,
-        "findings": [d.as_dict() for d in tx.decisions],
+        "findings": [d.as_dict() for d in tx.decisions[:MAX_LISTED]],
         "action": outcome.value,
         "reply": str(reply),
         "queue_id": tx.queue_id if outcome is Outcome.ACCEPT else None,
     }
+    if len(tx.rcpt_to) > MAX_LISTED:
+        entry["rcpt_count"] = len(tx.rcpt_to)
+    if len(tx.decisions) > MAX_LISTED:
+        entry["findings_count"] = len(tx.decisions)
     if tx.mta_queue_id is not None:
         entry["postfix_queue_id"] = tx.mta_queue_id or None
     return entry
@@ -54,7 +62,10 @@ class DecisionLog:
             max(0.0, time.time() - tx.started))
         for f in entry["findings"]:
             FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()
-        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
+        # text from a client may hold lone surrogates (undecodable bytes): they are written
+        # as \udcXX escapes, which is valid JSON; a line never fails to encode
+        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n"
+                ).encode("utf-8", "backslashreplace")
         with self._lock:
             os.write(self._fd, line)
         maillog.received(tx, outcome, reply)

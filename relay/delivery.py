@@ -112,14 +112,14 @@ class SmtpBackend:
     """SMTP via aiosmtplib, keeping up to `max_connections` sessions open for reuse."""
 
     def __init__(self, host: str, port: int, hostname: str, timeout: float,
-                 max_connections: int, starttls: str = "none") -> None:
+                 max_connections: int, starttls: str = "none", ca_file: str = "") -> None:
         self.host, self.port, self.hostname = host, port, hostname
         self.timeout = timeout
         self.starttls = starttls
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(max_connections)
         # built once: loading the CA store takes ~20 ms and would stall the event loop
-        self._tls_context = ssl.create_default_context()
+        self._tls_context = ssl.create_default_context(cafile=ca_file or None)
         if starttls != "required":
             # opportunistic TLS protects against passive reading only; do not fail on names
             self._tls_context.check_hostname = False
@@ -338,7 +338,9 @@ class Router:
         self.outbound: Backend | None = None
         if out.relayhost is not None:
             self.outbound = SmtpBackend(out.relayhost[0], out.relayhost[1], hostname,
-                                        out.timeout, 4, out.starttls)
+                                        out.timeout, 4, out.starttls,
+                                        str(config.state_file(out.ca_file)) if out.ca_file
+                                        else "")
 
     async def deliver(self, env: QueueEnvelope, data: bytes, recipients: list[str]
                       ) -> dict[str, Result]:

@@ -25,7 +25,7 @@ from typing import Any
 from relay import maillog
 from relay.anvil import REFUSALS
 from relay.config import Config, ConfigError, from_dict
-from relay.daemon import setup_logging
+from relay.daemon import run_loop, setup_logging
 from relay.model import Reply
 from relay.policyset import configure
 from relay.runtime import Runtime
@@ -162,4 +162,4 @@ def main(kind: str, sockets: list[tuple[str, str, socket.socket]], control: sock
     config = from_dict(raw, Path(source) if source else None)
     setup_logging(config.server.log_level, tag=f"front{index}")
     maillog.setup(config.server)
-    asyncio.run(Front(kind, sockets, control, config, index).run())
+    run_loop(Front(kind, sockets, control, config, index).run())

@@ -7,14 +7,18 @@ and hand it to the engine; policies read it and return `Finding`s.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from relay.message import Message
+
+
+ListenerKind = Literal["mx", "submission", "smtps"]
 
 
 class Stage(enum.StrEnum):
@@ -87,6 +91,18 @@ def article_en(article: str) -> str:
     return article.replace("Điều", "Article")
 
 
+# C0 and C1 controls, DEL, Unicode line/paragraph separators, bidi and zero-width marks
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
+                     "\u2066-\u2069\ufeff]")
+
+
+def safe_line(line: str, utf8: bool) -> str:
+    """A reply line fit for the wire: no controls, and ASCII unless the client asked
+    for SMTPUTF8."""
+    line = _UNSAFE.sub("?", line)
+    return line if utf8 else ascii_fold(line)
+
+
 def ascii_fold(text: str) -> str:
     """Vietnamese without diacritics, for replies to clients that did not ask for SMTPUTF8."""
     text = text.replace("đ", "d").replace("Đ", "D")
@@ -112,8 +128,14 @@ class Reply:
         return 400 <= self.code < 500
 
     def render(self, utf8: bool = True) -> str:
-        """Multi-line SMTP reply text, CRLF-joined, without the final CRLF."""
-        lines = [line if utf8 else ascii_fold(line) for line in self.lines] or [""]
+        """Multi-line SMTP reply text, CRLF-joined, without the final CRLF.
+
+        The one way a reply reaches a client, on both fronts: a line can carry text
+        a client chose (a file name, an address), so every control character, line or
+        paragraph separator and direction override becomes `?` here (no injected
+        `250 OK` line); and a client that did not ask for SMTPUTF8 gets ASCII only
+        (RFC 6531), the Vietnamese without its diacritics."""
+        lines = [safe_line(line, utf8) for line in self.lines] or [""]
         out = []
         for i, line in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
@@ -172,7 +194,7 @@ class Transaction:
     """
 
     listener: str = "test"
-    listener_kind: str = "mx"
+    listener_kind: ListenerKind = "mx"
     client_ip: str = "127.0.0.1"
     client_port: int = 0
     helo: str = ""

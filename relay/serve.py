@@ -23,7 +23,7 @@ from pathlib import Path
 from relay import metrics
 from relay.anvil import Anvil, LocalAnvil
 from relay.config import Config
-from relay.daemon import Daemon, listening, sd_notify, setup_logging
+from relay.daemon import Daemon, listening, run_loop, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
 from relay.policyset import PolicySet
@@ -133,7 +133,7 @@ def run(config: Config, policies: PolicySet, config_path: Path | None) -> int:
     if config_path is None:
         log.info("no configuration file: running on the embedded defaults")
     try:
-        asyncio.run(Server(config, policies, config_path).main())
+        run_loop(Server(config, policies, config_path).main())
     finally:
         metrics.remove_files()
     return 0

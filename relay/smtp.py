@@ -14,21 +14,24 @@ import email.utils
 import logging
 import socket
 import ssl
-from typing import Any, Protocol
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from relay.body import Body
 from relay.config import Config, ListenerConfig
+from relay.message import MAX_HEADER_BYTES
 from relay.metrics import CONNECTIONS, REFUSED_CONNECTIONS
-from relay.model import Outcome, Reply, Transaction
-from relay.smtpdata import END, DataStream
+from relay.model import Outcome, Reply, Transaction, safe_line
+from relay.smtpdata import END, DataStream, MsaHeaders
 from relay.transaction import Conversation, Hub
 
 log = logging.getLogger(__name__)
 
-AUTH_REQUIRED = ("530 5.7.0 Cần đăng nhập trước khi gửi (Điều 5.1) / "
-                 "Authentication required (Article 5.1)")
+AUTH_REQUIRED = Reply(530, "5.7.0", ("Cần đăng nhập trước khi gửi (Điều 5.1)",
+                                     "Authentication required (Article 5.1)"))
+NO_AUTH_HERE = Reply(502, "5.5.1", ("Không dùng AUTH ở cổng này",
+                                    "AUTH not available on this port"))
 BARE_NEWLINE = Reply(554, "5.6.0", (
     "Thư có ký tự CR hoặc LF đơn lẻ; dòng phải kết thúc bằng CRLF",
     "Bare CR or LF in message; lines must end with CRLF"))
@@ -67,6 +70,10 @@ class RelaySMTP(SMTP):
         )
         self._credentials: LoginPassword | None = None
         self.conversation: Conversation | None = None
+        # the idle timer is reset by commands that make progress only (see _reset_timeout)
+        self._progress = 0
+        self._credited = -1
+        self._mails_without_data = 0
 
     # --- connection ---------------------------------------------------------------
     async def _handle_client(self) -> None:
@@ -106,6 +113,41 @@ class RelaySMTP(SMTP):
             CONNECTIONS.dec()
             conversation.close()
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd resets the idle timer on every valid command, so NOOP or RSET every few
+        minutes held a session (and a connection slot) forever. Here only a command that
+        made progress since the last reset does; an explicit duration (DATA) always does."""
+        if duration is None and self._progress == self._credited:
+            return
+        self._credited = self._progress
+        super()._reset_timeout(duration)
+
+    async def push(self, status: AnyStr) -> None:
+        """Every line the client reads passes here: aiosmtpd echoes command names it does
+        not know (`500 Error: command "..." not recognized`), so control characters (and,
+        outside SMTPUTF8, anything not ASCII) become `?` before they are sent."""
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        utf8 = self.conversation is not None and self.conversation.tx.smtputf8
+        await super().push("\r\n".join(safe_line(line, utf8) for line in text.split("\r\n")))
+
+    def progressed(self) -> None:
+        self._progress += 1
+
+    def mail_accepted(self) -> None:
+        self._mails_without_data += 1
+        if self._mails_without_data <= 20:  # MAIL/RSET loops do not keep a session alive
+            self.progressed()
+
+    async def answer(self, reply: Reply) -> str:
+        """The rendered reply; after too many errors the connection closes behind it."""
+        assert self.conversation is not None
+        text = reply.render(self.conversation.tx.smtputf8)
+        if self.conversation.closing:
+            await self.push(text)
+            assert self.transport is not None
+            self.transport.close()
+        return text
+
     @property
     def tx(self) -> Transaction:
         assert self.conversation is not None
@@ -139,11 +181,21 @@ class RelaySMTP(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         spool = self.hub.spool
         body = Body(spool.tmp if spool is not None else None, tx.queue_id)
-        stream = DataStream(body.write, server.max_message_size,
+        sink, msa = body.write, None
+        if tx.trusted or (tx.authenticated and tx.listener_kind != "mx"):
+            # RFC 6409 8: as an MSA (submission, or a trusted agency server) add the Date:
+            # and Message-ID: a client left out; on the MX the headers policy decides
+            msa = MsaHeaders(body.write, f"<{tx.queue_id}@{server.hostname}>",
+                             MAX_HEADER_BYTES, lambda: email.utils.formatdate(localtime=True))
+            sink = msa.write
+        stream = DataStream(sink, server.max_message_size,
                             normalize=server.bare_newline == "normalize")
         try:
             while not stream.feed(await self._read_data_chunk()):
                 pass
+            if msa is not None:
+                msa.finish()
+                tx.added_headers.extend(msa.added)
             body.finish()
             reply = await self._data_reply(stream, body)
         finally:
@@ -171,12 +223,15 @@ class RelaySMTP(SMTP):
                 log.info("queue %s: from=<%s> to=%s size=%d client=%s", tx.queue_id,
                          tx.mail_from, ",".join(tx.rcpt_to), body.size, tx.client_ip)
             reply = verdict.reply
+        self._mails_without_data = 0
+        self.progressed()
         return reply.render(tx.smtputf8)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         await super().smtp_STARTTLS(arg)
         if self.conversation is not None and self._tls_protocol is not None:
             self.tx.tls = True
+            self.progressed()
 
     # --- AUTH: aiosmtpd calls the authenticator synchronously; we check asynchronously
     def _capture_credentials(self, server: SMTP, session: Session, envelope: Envelope,
@@ -203,12 +258,23 @@ class RelaySMTP(SMTP):
                         self.tx.client_ip)
             return AuthResult(success=False, handled=False)
         self.tx.auth_login = login
+        self.progressed()
         log.info("%s: AUTH ok for %r from %s", self.listener_name, login, self.tx.client_ip)
         return AuthResult(success=True, auth_data=creds)
 
 
+INTERNAL_ERROR = Reply(451, "4.3.0", ("Lỗi tạm thời, xin thử lại sau",
+                                      "Temporary error, try again later"))
+
+
 class Handler:
     """aiosmtpd hooks: translate each verb into one call of the conversation."""
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd would answer "500 Error: (TypeName) message": a 5xx makes the client
+        # give up on mail we may have failed to take, and the text is ours, not theirs
+        log.error("SMTP session error", exc_info=error)
+        return INTERNAL_ERROR.render(utf8=False)
 
     @staticmethod
     def _front(server: SMTP) -> tuple[RelaySMTP, Conversation]:
@@ -218,6 +284,8 @@ class Handler:
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         relay, conversation = self._front(server)
+        if not conversation.tx.helo:
+            relay.progressed()
         conversation.tx.helo = hostname
         session.host_name = hostname
         if relay.listener_kind == "mx":  # an MX takes mail, it does not log anyone in
@@ -226,7 +294,9 @@ class Handler:
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str) -> str:
-        _, conversation = self._front(server)
+        relay, conversation = self._front(server)
+        if not conversation.tx.helo:
+            relay.progressed()
         conversation.tx.helo = hostname
         session.host_name = hostname
         return f"250 {server.hostname}"
@@ -235,7 +305,7 @@ class Handler:
                           args: list[str]) -> Any:
         relay, _ = self._front(server)
         if relay.listener_kind == "mx":
-            return "502 5.5.1 AUTH không dùng ở cổng này / AUTH not available on this port"
+            return NO_AUTH_HERE.render(utf8=False)
         return MISSING  # let aiosmtpd run the mechanism (and our _check)
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -245,21 +315,23 @@ class Handler:
         tx.tls = tx.tls or session.ssl is not None
         if relay.listener_kind != "mx" and not tx.authenticated and not tx.trusted:
             conversation.reset()
-            return AUTH_REQUIRED
+            return AUTH_REQUIRED.render(utf8=False)
         # aiosmtpd hands the null sender as "<>"; from here on it is ""
         reply = await conversation.mail("" if address == "<>" else address, mail_options)
         if reply.positive:
             envelope.mail_from = address  # aiosmtpd needs it non-empty for <>
             envelope.mail_options.extend(mail_options)
-        return reply.render(tx.smtputf8)
+            relay.mail_accepted()
+        return await relay.answer(reply)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        _, conversation = self._front(server)
+        relay, conversation = self._front(server)
         reply = await conversation.rcpt(address)
         if reply.positive:
             envelope.rcpt_tos.append(address)
-        return reply.render(conversation.tx.smtputf8)
+            relay.progressed()
+        return await relay.answer(reply)
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         _, conversation = self._front(server)

@@ -64,3 +64,56 @@ class DataStream:
         elif content and not (self.bare_newline and not self.normalize):
             self.sink(content)
         return self.done
+
+
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.M)
+
+
+class MsaHeaders:
+    """RFC 6409 8.2-8.3: a submission server may add the Date: and Message-ID: a client
+    left out (Postfix does for local_header_rewrite_clients). Sits between DataStream and
+    the message's sink: holds the header section (up to `limit` bytes), adds what is
+    missing at its end, then passes everything through."""
+
+    def __init__(self, sink: Callable[[bytes], None], message_id: str, limit: int,
+                 now: Callable[[], str]) -> None:
+        self.sink, self.message_id, self.limit, self.now = sink, message_id, limit, now
+        self._head = bytearray()
+        self._passing = False
+        self.added: list[tuple[str, str]] = []
+
+    def write(self, chunk: bytes) -> None:
+        if self._passing:
+            self.sink(chunk)
+            return
+        self._head += chunk
+        if self._head.startswith(b"\r\n"):
+            end: int | None = 0
+        else:
+            blank = self._head.find(b"\r\n\r\n")
+            end = blank + 2 if blank >= 0 else None
+        if end is not None:
+            self._release(end)
+        elif len(self._head) > self.limit:  # not a header section we will touch
+            self._passing = True
+            self.sink(bytes(self._head))
+            self._head = bytearray()
+
+    def finish(self) -> None:
+        """The message ended inside its header section (no body)."""
+        if not self._passing:
+            self._release(len(self._head))
+
+    def _release(self, end: int) -> None:
+        names = {m.group(1).lower() for m in _FIELD.finditer(self._head, 0, end)}
+        if b"date" not in names:
+            self.added.append(("Date", self.now()))
+        if b"message-id" not in names:
+            self.added.append(("Message-ID", self.message_id))
+        fields = b"".join(f"{n}: {v}\r\n".encode() for n, v in self.added)
+        head = bytes(self._head)
+        if end == len(head) and head and not head.endswith(b"\r\n"):
+            fields = b"\r\n" + fields  # a last header line without its line ending
+        self._passing = True
+        self._head = bytearray()
+        self.sink(head[:end] + fields + head[end:])

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 MAIL_OK = Reply(250, "2.1.0", ("OK",))
 RCPT_OK = Reply(250, "2.1.5", ("OK",))
+TOO_MANY_ERRORS = bilingual(421, "4.7.0", "Quá nhiều lệnh bị từ chối, đóng kết nối",
+                            "Too many errors, closing the connection")
 QUEUE_ERROR = bilingual(451, "4.3.0", "Không ghi được thư vào hàng đợi, xin gửi lại sau",
                         "Queue write failed, try again later")
 ARCHIVE_ERROR = bilingual(
@@ -84,6 +86,8 @@ class Conversation:
         self._last_reply: Reply | None = None  # the last refusal, for the log line
         self._logged = False
         self._open = False  # a transaction began (MAIL) and has no log line yet
+        self.errors = 0  # refused commands in this connection
+        self.closing = False  # the front must close the connection after this reply
         hub.conversations += 1
 
     @property
@@ -100,16 +104,14 @@ class Conversation:
         self._open = True
         reply = await self._guarded(self.runtime.engine.mail(self.tx, sender, options))
         if reply is not None:
-            self._refused(reply, "MAIL", sender)
             self.tx.mail_from = ""
-            return reply
+            return self._refused(reply, "MAIL", sender)
         return MAIL_OK
 
     async def rcpt(self, recipient: str) -> Reply:
         reply = await self._guarded(self.runtime.engine.rcpt(self.tx, recipient))
         if reply is not None:
-            self._refused(reply, "RCPT", recipient)
-            return reply
+            return self._refused(reply, "RCPT", recipient)
         return RCPT_OK
 
     async def data(self, body: Body, trace: bytes = b"") -> Verdict:
@@ -127,7 +129,11 @@ class Conversation:
             tx.summary = Summary(size=body.size)
         if verdict.outcome is Outcome.ACCEPT:
             verdict.prefix = trace + verdict.prefix
-            reply = await self._accept(body, verdict)
+            try:
+                reply = await self._accept(body, verdict)
+            except Exception:  # never a 250 for what is not stored, never a traceback
+                log.exception("accepting %s failed", tx.queue_id)
+                reply = QUEUE_ERROR
             if reply is not None:
                 verdict = Verdict(Outcome.TEMPFAIL, reply)
             elif self.hub.spool is not None:
@@ -194,8 +200,14 @@ class Conversation:
         if self._logged or not self._open:
             return
         self._logged = True
-        if decisions is not None:
-            decisions.write(self.tx, outcome, reply)
+        if decisions is None:
+            return
+        # what the client was sent, and never an exception: the reply is already decided
+        sent = reply.render(self.tx.smtputf8) if isinstance(reply, Reply) else reply
+        try:
+            decisions.write(self.tx, outcome, sent)
+        except Exception:
+            log.exception("decision log: could not write the line of %s", self.tx.queue_id)
 
     def reset(self) -> None:
         """RSET or a new MAIL: end the open transaction, start afresh."""
@@ -223,10 +235,21 @@ class Conversation:
                 self.finish(Outcome.of(last), last)
 
     # --- helpers ----------------------------------------------------------------------
-    def _refused(self, reply: Reply, stage: str, address: str) -> None:
+    def _refused(self, reply: Reply, stage: str = "", address: str = "") -> Reply:
+        """Count a refusal; past server.max_errors the connection is closed with 421.
+        A refused MAIL FROM / RCPT TO is kept for the mail log (relay.maillog), bounded."""
         self._last_reply = reply
-        if len(self.tx.refused) < 100:  # for the mail log (relay.maillog); a bounded list
+        if stage and len(self.tx.refused) < 100:
             self.tx.refused.append((stage, address, reply))
+        self.errors += 1
+        if self.errors >= self.config.server.max_errors:
+            self.closing = True
+            return TOO_MANY_ERRORS
+        return reply
+
+    def refused(self, reply: Reply) -> Reply:
+        """A refusal the front gave itself (a malformed command): counted the same."""
+        return self._refused(reply)
 
     async def _guarded(self, call):  # noqa: ANN001 - an engine coroutine
         """An engine bug answers 451 rather than dropping the connection."""

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from datetime import UTC, datetime
@@ -20,6 +17,7 @@ from relay.config import from_dict
 from relay.model import Transaction
 from relay.runtime import Runtime
 from relay.transaction import Conversation, Hub, walk
+from tests.fixtures import relayproc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,12 +92,9 @@ def run_cli(
     cfg.write_text(toml)
     eml = tmp_path / "message.eml"
     eml.write_bytes(raw)
-    args = [sys.executable, "-c", "from relay.cli import main; main()", "test-message",
-            "-c", str(cfg), "--from", sender]
+    args = ["test-message", "-c", str(cfg), "--from", sender]
     for r in recipients:
         args += ["--to", r]
-    args += [*extra, str(eml), "--json"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(args, capture_output=True, env=env, timeout=60, cwd=tmp_path)
+    proc = relayproc.run_cli(*args, *extra, str(eml), "--json")
     assert proc.stdout, proc.stderr.decode()
     return proc.returncode, json.loads(proc.stdout)

@@ -5,7 +5,6 @@ sharing one PostgreSQL)."""
 from __future__ import annotations
 
 import smtplib
-import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,12 @@ MSG = (f"From: Nguyễn Văn An <annv@{DOMAIN}>\r\nTo: partner@example.org\r\n"
        f"Message-ID: <w1@{DOMAIN}>\r\n\r\nNội dung.\r\n").encode()
 
 
-def _insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def submission(relay: Relay) -> smtplib.SMTP:
     client = smtplib.SMTP("127.0.0.1", relay.submission, timeout=15)
     client.ehlo("client.example.org")
-    client.starttls(context=_insecure())
+    client.starttls(context=Relay.client_tls())
     client.ehlo("client.example.org")
     return client
 

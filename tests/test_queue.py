@@ -23,7 +23,7 @@ def send_many(port: int, count: int, sessions: int = 5, first: int = 0) -> set[i
 
     def worker(offset: int) -> None:
         try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
                 for i in range(first + offset, first + count, sessions):
                     client.sendmail("an@example.org", ["ubnd@dienbien.gov.vn"], MSG % (i, i, i))
                     with lock:
@@ -56,7 +56,14 @@ def test_kill9_with_backend_down_loses_nothing(relay_factory, idle_sink):
 
     # a second run of load, killed in the middle of its sessions
     relay.start()
-    killer = threading.Timer(0.3, relay.kill9)
+    active = relay.state / "queue" / "active"
+
+    def kill_in_the_middle() -> None:  # once the second run has queued some of its load
+        wait_for(lambda: sum(1 for p in active.iterdir() if p.suffix != ".json") >= 50,
+                 timeout=60, interval=0.02)
+        relay.kill9()
+
+    killer = threading.Thread(target=kill_in_the_middle)
     killer.start()
     accepted |= send_many(relay.mx, 200, first=1000)
     killer.join()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import ssl
 import time
 
 import pytest
 
-from tests.fixtures.relayproc import wait_for
+from tests.fixtures.relayproc import Relay, wait_for
 
 MSG = (
     "From: Nguyễn Văn An <an@dienbien.gov.vn>\r\n"
@@ -62,7 +61,7 @@ def test_no_open_relay(relay_factory, listener):
     relay = relay_factory()
     with smtp(getattr(relay, listener)) as client:
         if listener == "submission":
-            client.starttls(context=_insecure())
+            client.starttls(context=Relay.client_tls())
             client.ehlo("client.example.org")
         client.mail("an@example.org") if listener == "mx" else None
         if listener == "mx":
@@ -89,6 +88,33 @@ def test_trusted_network_may_relay(relay_factory, sink):
     assert sink.messages[0].recipients == ["partner@example.org"]
 
 
+@pytest.mark.parametrize("case", ["verified", "no starttls", "wrong name"])
+def test_outbound_starttls_required(relay_factory, tmp_path, case):
+    """starttls = "required": mail leaves only over TLS to a relayhost whose certificate
+    verifies (against outbound.ca_file); otherwise it stays deferred, saying why."""
+    from tests.fixtures.sink import Sink
+    from tests.fixtures.tls import ca_file, server_context
+
+    names = {"verified": ("127.0.0.1",), "wrong name": ("relay.example.net",)}
+    sink = Sink(tls=server_context(tmp_path, *names[case]) if case in names else None).start()
+    try:
+        relay = relay_factory(server={"trusted_networks": ["127.0.0.0/8"]},
+                              outbound={"relayhost": f"127.0.0.1:{sink.port}",
+                                        "starttls": "required", "ca_file": str(ca_file(tmp_path))})
+        with smtp(relay.mx) as client:
+            client.sendmail("an@dienbien.gov.vn", ["partner@example.org"], MSG)
+        if case == "verified":
+            wait_for(lambda: sink.messages)
+            assert sink.messages[0].recipients == ["partner@example.org"]
+            return
+        reason = {"no starttls": b"STARTTLS required but not offered",
+                  "wrong name": b"certificate verify failed"}[case]
+        wait_for(lambda: reason in relay.log.read_bytes(), timeout=15)
+        assert not sink.messages
+    finally:
+        sink.stop()
+
+
 def test_auth_is_not_offered_on_mx_or_before_tls(relay_factory):
     relay = relay_factory()
     with smtp(relay.mx) as client:
@@ -97,11 +123,11 @@ def test_auth_is_not_offered_on_mx_or_before_tls(relay_factory):
     with smtp(relay.submission) as client:
         assert client.has_extn("starttls") and not client.has_extn("auth")
         assert client.docmd("AUTH", "PLAIN AGFuAHNlY3JldA==")[0] == 538
-        client.starttls(context=_insecure())
+        client.starttls(context=Relay.client_tls())
         client.ehlo("client.example.org")
         assert "PLAIN" in client.esmtp_features["auth"]
     # implicit TLS (465): AUTH is offered at once (aiosmtpd #281 would have refused it)
-    with smtplib.SMTP_SSL("127.0.0.1", relay.smtps, context=_insecure(), timeout=10) as client:
+    with smtplib.SMTP_SSL("127.0.0.1", relay.smtps, context=Relay.client_tls(), timeout=10) as client:
         client.ehlo("client.example.org")
         assert "PLAIN" in client.esmtp_features["auth"]
         with pytest.raises(smtplib.SMTPAuthenticationError):
@@ -287,11 +313,6 @@ def read_reply(f) -> bytes:
     return line
 
 
-def _insecure() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def test_idle_and_data_timeouts_close_the_session(relay_factory):

@@ -18,7 +18,7 @@ def milter(config_path: Path | None) -> None:
     Runs the same policies as `relay serve`; Postfix keeps the queue and delivery.
     SIGHUP reloads the configuration; SIGTERM stops (open sessions get 10 s to finish).
     """
-    from relay import milter as milter_mod
+    from relay.milter import service as milter_mod
 
     config = load_config(config_path)
     policies = load_policies(config)

@@ -31,7 +31,9 @@ class WireError(Exception):
 
 def frame(header: dict[str, Any], payload: bytes = b"") -> list[bytes]:
     """The pieces of one frame, for `writelines`/`sendmsg` without copying the payload."""
-    head = json.dumps(header, ensure_ascii=False, default=str).encode()
+    # ASCII JSON: text from a client may hold lone surrogates (undecodable bytes), which
+    # only \u escapes carry exactly
+    head = json.dumps(header, default=str).encode()
     return [_LENGTHS.pack(len(head), len(payload)), head, payload]
 
 
@@ -76,21 +78,28 @@ def decode_header(raw: bytes) -> dict[str, Any]:
 
 # --- the transaction going out ------------------------------------------------------
 def envelope(tx: Transaction) -> dict[str, Any]:
-    return {name: getattr(tx, name) for name in _ENVELOPE}
+    """The transaction so far: its envelope, and the decisions of the earlier stages
+    (a `tag` at RCPT adds its header when the message is accepted, in the worker)."""
+    out: dict[str, Any] = {name: getattr(tx, name) for name in _ENVELOPE}
+    out["decisions"] = [_decision(d) for d in tx.decisions]
+    return out
 
 
 def transaction(data: dict[str, Any]) -> Transaction:
-    return Transaction(**{name: data[name] for name in _ENVELOPE if name in data})
+    tx = Transaction(**{name: data[name] for name in _ENVELOPE if name in data})
+    tx.decisions = [Decision(_finding(d), Action(d["action"])) for d in data.get("decisions", [])]
+    return tx
 
 
 # --- the verdict coming back ----------------------------------------------------------
-def verdict_header(tx: Transaction, verdict: Verdict) -> dict[str, Any]:
-    """The verdict's header; its payload is `verdict.prefix + verdict.replaced`."""
+def verdict_header(tx: Transaction, verdict: Verdict, known: int) -> dict[str, Any]:
+    """The verdict's header (decisions past the `known` ones the front sent); its
+    payload is `verdict.prefix + verdict.replaced`."""
     reply = verdict.reply
     return {
         "outcome": verdict.outcome.value,
         "reply": {"code": reply.code, "status": reply.status, "lines": list(reply.lines)},
-        "decisions": [_decision(d) for d in tx.decisions],
+        "decisions": [_decision(d) for d in tx.decisions[known:]],
         "added_headers": [list(h) for h in tx.added_headers],
         "conversions": list(tx.conversions),
         "summary": None if tx.summary is None else {

@@ -59,14 +59,15 @@ async def _serve(sock: socket.socket, config: Any) -> None:
             except EOFError:
                 return
             tx = transaction(header["tx"])
+            known = len(tx.decisions)
             # a large message was spooled to a file by the front: read it here
             body = Body.at(Path(header["path"])) if "path" in header else Body.of(payload)
             del payload
             verdict = await inspect_here(engine, tx, body)
-            answer = verdict_header(tx, verdict)
+            answer = verdict_header(tx, verdict, known)
             recycle = body.size > RECYCLE_AFTER_BYTES or any(
                 d.finding.code in ("inspection.memory", "inspection.too_complex")
-                for d in tx.decisions)
+                for d in tx.decisions[known:])
             answer["recycle"] = recycle
             out = verdict.prefix + (verdict.replaced or b"")
             sock.sendall(b"".join(frame(answer, out)))

@@ -22,8 +22,7 @@ Anything that does not decode closes that connection (Postfix then applies
 """
 
 from relay.milter.codec import MalformedPacket, message_edits, pack
-from relay.milter.server import MilterServer, MilterService, run
+from relay.milter.server import MilterServer
 from relay.milter.session import MilterSession
 
-__all__ = ["MalformedPacket", "MilterServer", "MilterService", "MilterSession",
-           "message_edits", "pack", "run"]
+__all__ = ["MalformedPacket", "MilterServer", "MilterSession", "message_edits", "pack"]

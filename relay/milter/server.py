@@ -12,11 +12,7 @@ from pathlib import Path
 
 from relay import metrics
 from relay.config import Config
-from relay.daemon import Daemon, listening, sd_notify, setup_logging
-from relay.decisionlog import DecisionLog
 from relay.milter.session import MilterSession
-from relay.policyset import PolicySet
-from relay.runtime import Runtime
 from relay.transaction import Hub
 
 log = logging.getLogger("relay.milter")
@@ -36,7 +32,7 @@ class MilterServer:
 
     @property
     def bind(self) -> str:
-        return self.config.milter.bind
+        return self.config.milter_bind
 
     @property
     def socket_path(self) -> Path | None:
@@ -63,12 +59,20 @@ class MilterServer:
         log.info("milter listening on %s", self.bind)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._sessions) >= self.config.milter.max_connections:
+        # this process's sessions, and all milter processes' (the supervisor's count)
+        if (len(self._sessions) >= self.config.milter.max_connections
+                or await self.hub.gate.admit("") is not None):
             # Postfix applies milter_default_action (tempfail) to this SMTP session
             log.warning("milter: %d connections open, refusing another", len(self._sessions))
             metrics.REFUSED_CONNECTIONS.inc()
             writer.close()
             return
+        try:
+            await self._session(reader, writer)
+        finally:
+            self.hub.gate.release("")
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
@@ -101,41 +105,3 @@ class MilterServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop(grace=1.0)
-
-
-# --- `relay milter` -----------------------------------------------------------------
-class MilterService(Daemon):
-    """`relay milter`: the server, its runtime; SIGHUP reloads, SIGTERM stops."""
-
-    async def main(self) -> int:
-        config = self.config
-        config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
-        if config.milter.metrics_bind is not None:
-            with listening({"milter.metrics_bind": config.milter.metrics_bind}):
-                metrics.serve(config.milter.metrics_bind)  # counted where the log is written
-        decisions = DecisionLog(config.state_file(config.server.decision_log))
-        self.hub = Hub(await Runtime.build(config, self.policies), decisions)
-        self.server = MilterServer(self.hub)
-        try:
-            with listening({"milter.bind": config.milter.bind}):
-                await self.server.start()
-            self.handle_signals()
-            sd_notify(f"READY=1\nSTATUS=milter on {config.milter.bind}\nMAINPID={os.getpid()}")
-            log.info("relay milter ready on %s: %d policies", config.milter.bind,
-                     len(self.hub.runtime.engine.policies))
-            await self.stopping.wait()
-            sd_notify("STOPPING=1")
-            await self.server.stop()
-            return 0
-        finally:
-            await self.hub.runtime.aclose()
-            decisions.close()
-
-    def note_restart_needed(self, old: Config, new: Config) -> None:
-        if new.milter.bind != old.milter.bind:
-            log.warning("milter.bind changes take effect at the next restart")
-
-
-def run(config: Config, policies: PolicySet, config_path: Path | None) -> int:
-    setup_logging(config.server.log_level)
-    return asyncio.run(MilterService(config, policies, config_path).main())
