@@ -47,6 +47,7 @@ from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, m
 
 from policies.base import Context, Policy, PolicyOptions
 from relay.config import Duration
+from relay.metrics import DNS_SECONDS
 from relay.model import Action, Finding, Stage, Transaction, domain_of
 from relay.resolver import make_resolver, nameserver
 
@@ -183,6 +184,12 @@ class MxChecker:
         return result
 
     async def _resolve(self, domain: str) -> MxResult:
+        started = time.monotonic()
+        result = await self._ask(domain)
+        DNS_SECONDS.labels("MX", result.outcome).observe(time.monotonic() - started)
+        return result
+
+    async def _ask(self, domain: str) -> MxResult:
         try:
             answer = await self.resolver.resolve(domain, "MX", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):

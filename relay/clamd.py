@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from relay.metrics import CLAMD_SECONDS
+
 CHUNK = 64 * 1024
 MAX_REPLY = 4096
 
@@ -97,8 +99,9 @@ class ClamdClient:
             result = ScanResult("error", error=f"clamd did not answer within {self.timeout:g}s")
         except OSError as exc:
             result = ScanResult("error", error=f"clamd unreachable at {self!r}: {exc}")
-        return ScanResult(result.status, result.signature, result.error,
-                          time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        CLAMD_SECONDS.labels(result.status).observe(elapsed)
+        return ScanResult(result.status, result.signature, result.error, elapsed)
 
     async def _instream(self, data: bytes) -> ScanResult:
         reader, writer = await self._connect_retrying()

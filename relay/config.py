@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
     StrictBool,
     StrictInt,
@@ -104,7 +105,16 @@ def parse_size(value: Any) -> int:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-HostPort = Annotated[tuple[str, int], BeforeValidator(parse_hostport)]
+
+
+def format_hostport(value: tuple[str, int]) -> str:
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# written back (`relay config show`) the way relay.toml spells them
+HostPort = Annotated[tuple[str, int], BeforeValidator(parse_hostport),
+                     PlainSerializer(format_hostport, when_used="json")]
 Domain = Annotated[StrictStr, AfterValidator(check_domain)]
 Network = Annotated[str, BeforeValidator(check_network)]
 
@@ -141,6 +151,11 @@ class ServerConfig(Section):
     policy_dirs: list[StrictStr] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_bind: HostPort | None = None  # Prometheus /metrics, e.g. "127.0.0.1:9325"
+    # Postfix-shaped mail log lines (relay.maillog): syslog (facility mail), stderr, off
+    mail_log: Literal["syslog", "stderr", "off"] = "syslog"
+    # program names relay/smtpd, relay/qmgr, ... (pflogsumm --syslog-name=relay)
+    syslog_name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "relay"
+    syslog_socket: StrictStr = "/dev/log"
 
 
 class ListenerConfig(Section):
@@ -218,7 +233,8 @@ def check_octal_mode(value: Any) -> int:
 
 
 MilterBind = Annotated[StrictStr, BeforeValidator(check_milter_bind)]
-OctalMode = Annotated[int, BeforeValidator(check_octal_mode)]
+OctalMode = Annotated[int, BeforeValidator(check_octal_mode),
+                      PlainSerializer(lambda mode: f"{mode:04o}", when_used="json")]
 
 
 class MilterConfig(Section):

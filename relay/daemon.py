@@ -14,15 +14,22 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable
+import warnings
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from relay import maillog, metrics
 from relay.config import Config, ConfigError, load
 from relay.files import DAEMON_UMASK
 from relay.policyset import PolicySet, configure
 from relay.runtime import Runtime
 from relay.transaction import Hub
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger("relay")
 
@@ -51,6 +58,22 @@ def setup_logging(level: str, tag: str = "") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    # noise on every start or login that no one can act on: Alembic saying which
+    # dialect it found, aiosmtpd's deprecation of the attribute it sets itself on AUTH,
+    # and its warning about AUTH without STARTTLS, given to our implicit-TLS listener
+    logging.getLogger("alembic.runtime.migration").addFilter(
+        _Drop("Context impl", "Will assume"))
+    logging.getLogger("mail.log").addFilter(_Drop("Session.login_data is deprecated"))
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+
+
+class _Drop(logging.Filter):
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
 
 
 def sd_notify(state: str) -> None:
@@ -67,6 +90,40 @@ def sd_notify(state: str) -> None:
         except OSError as exc:
             log.warning("sd_notify failed: %s", exc)
 
+
+
+class ListenError(OSError):
+    """An address a daemon must listen on is taken or refused; str() names the key,
+    the address and the reason in one line (`relay` exits 69, EX_UNAVAILABLE)."""
+
+    def __init__(self, key: str, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address} ({key}): {reason}")
+
+
+@contextmanager
+def listening(addresses: dict[str, tuple[str, int] | str]) -> Iterator[None]:
+    """Binding the addresses of these config keys: an OSError becomes a ListenError
+    naming the one that failed (asyncio's message says which, `... bind on address
+    ('127.0.0.1', 2525): address already in use`, and so does relay.supervisor's,
+    `cannot listen on 127.0.0.1:2525 (mx): Address already in use`)."""
+    try:
+        yield
+    except OSError as exc:
+        text = str(exc)
+        failed = [(key, a) for key, a in addresses.items()
+                  if (isinstance(a, tuple) and repr(a) in text) or f"{_address(a)} " in text
+                  ] or list(addresses.items())
+        key = ", ".join(k for k, _ in failed)
+        where = ", ".join(_address(a) for _, a in failed)
+        reason = (exc.strerror or text).rpartition(": ")[2] or text
+        raise ListenError(key, where, reason) from exc
+
+
+def _address(address: tuple[str, int] | str) -> str:
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Daemon:
@@ -86,6 +143,7 @@ class Daemon:
         self.config_path = config_path
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        maillog.setup(config.server)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -97,10 +155,47 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload()))
+        # logrotate's postrotate (no copytruncate): write to a new decision-log file
+        loop.add_signal_handler(signal.SIGUSR2, self.reopen_logs)
         self.spawn(watchdog())
+        self.spawn(self.refresh_gauges())
+
+    def reopen_logs(self) -> None:
+        """SIGUSR2, and SIGHUP before it reloads: reopen the decision log by its name,
+        here or, when front processes write it, in each of them."""
+        supervisor = getattr(self, "supervisor", None)
+        if supervisor is not None:
+            supervisor.reopen_logs()
+            return
+        hub = getattr(self, "hub", None)
+        if hub is not None and hub.decisions is not None:
+            try:
+                hub.decisions.reopen()
+            except OSError as exc:  # keep writing to the old file rather than stop
+                log.error("cannot reopen the decision log: %s", exc)
+
+    async def refresh_gauges(self, every: float = 5.0) -> None:
+        """Gauges read from stores while the daemon runs: the archive's signing backlog
+        (its own small connection pool, also where front processes do the archiving)."""
+        from relay.db import make_engine
+
+        engine = None
+        try:
+            while True:
+                if self.config.archive.enabled:
+                    try:
+                        engine = engine or make_engine(self.config.directory_url)
+                        await asyncio.to_thread(refresh_archive_gauges, engine)
+                    except Exception as exc:  # no archive yet, or the database is away
+                        log.debug("archive gauges not refreshed: %s", exc)
+                await asyncio.sleep(every)
+        finally:
+            if engine is not None:
+                engine.dispose()
 
     async def reload(self) -> None:
         """SIGHUP: RELOADING=1, load and build, READY=1; a refused file changes nothing."""
+        self.reopen_logs()
         sd_notify("RELOADING=1\nMONOTONIC_USEC="
                   f"{int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)}")
         try:
@@ -117,6 +212,7 @@ class Daemon:
         finally:
             sd_notify("READY=1")
         self.config, self.policies = config, policies
+        maillog.setup(config.server)
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
 
     async def apply(self, config: Config, policies: PolicySet) -> None:
@@ -125,6 +221,24 @@ class Daemon:
 
     def note_restart_needed(self, old: Config, new: Config) -> None:
         """Log the changes a reload cannot apply (listening addresses)."""
+
+
+def refresh_archive_gauges(engine: Engine) -> None:
+    """relay_archive_unsigned_entries and ..._last_checkpoint_timestamp_seconds from the
+    archive's database: two indexed MAX() queries."""
+    import sqlalchemy as sa
+
+    from relay.archive import schema
+
+    with engine.connect() as conn:
+        head = conn.execute(sa.select(sa.func.max(schema.entry.c.seq))).scalar() or 0
+        c = schema.checkpoint
+        signed, at = conn.execute(sa.select(sa.func.max(c.c.seq),
+                                            sa.func.max(c.c.signed_at))).one()
+    metrics.ARCHIVE_UNSIGNED.set(max(0, head - (signed or 0)))
+    if at is not None and at.tzinfo is None:  # stored as naive UTC
+        at = at.replace(tzinfo=UTC)
+    metrics.ARCHIVE_CHECKPOINT.set(at.timestamp() if at is not None else 0)
 
 
 async def watchdog() -> None:

@@ -27,7 +27,43 @@ def normalise_url(url: str) -> str:
     return url
 
 
+class DatabaseUnavailable(sa.exc.OperationalError):
+    """The database could not be reached: says which (password hidden) and why, in one
+    line. Still an OperationalError, so code that catches those keeps working."""
+
+    url: str = "?"
+
+    @property
+    def local(self) -> bool:
+        """SQLite: a file we cannot create or open, rather than a server that is down."""
+        return self.url.startswith("sqlite:")
+
+    def __str__(self) -> str:
+        reason = str(self.orig).strip().splitlines()[0] if self.orig else "unreachable"
+        return f"cannot reach the database {self.url}: {reason}"
+
+
+def _connect_failed(context: sa.engine.ExceptionContext) -> BaseException | None:
+    """handle_error: a connection that could not be opened becomes DatabaseUnavailable."""
+    exc = context.sqlalchemy_exception
+    if context.connection is not None or not isinstance(exc, sa.exc.OperationalError):
+        return None
+    failure = DatabaseUnavailable(exc.statement, exc.params, exc.orig,  # type: ignore[arg-type]
+                                  connection_invalidated=exc.connection_invalidated)
+    if context.engine is not None:
+        url = context.engine.url
+        failure.url = url.set(drivername=url.get_backend_name()).render_as_string(
+            hide_password=True)
+    return failure
+
+
 def make_engine(url: str) -> Engine:
+    engine = _make_engine(url)
+    event.listen(engine, "handle_error", _connect_failed)
+    return engine
+
+
+def _make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relay import maillog
 from relay.files import private_dir
-from relay.metrics import FINDINGS, TRANSACTIONS
+from relay.metrics import FINDINGS, TRANSACTION_SECONDS, TRANSACTIONS
 from relay.model import Outcome, Reply, Transaction
 
 MAX_LISTED = 50  # findings and recipients listed per line; the rest is counted
@@ -58,6 +59,8 @@ class DecisionLog:
     def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
         entry = record(tx, outcome, reply)
         TRANSACTIONS.labels(entry["listener"], entry["action"]).inc()
+        TRANSACTION_SECONDS.labels(entry["listener"], entry["action"]).observe(
+            max(0.0, time.time() - tx.started))
         for f in entry["findings"]:
             FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()
         # text from a client may hold lone surrogates (undecodable bytes): they are written
@@ -66,6 +69,15 @@ class DecisionLog:
                 ).encode("utf-8", "backslashreplace")
         with self._lock:
             os.write(self._fd, line)
+        maillog.received(tx, outcome, reply)
+
+    def reopen(self) -> None:
+        """Open the file by its name again: after logrotate renamed it (SIGUSR2/SIGHUP),
+        new lines go to a new file; lines already written stay in the renamed one."""
+        fresh = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        with self._lock:
+            old, self._fd = self._fd, fresh
+        os.close(old)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -25,6 +25,7 @@ from relay.config import Config
 from relay.durable import fsync_dir, write_durably
 from relay.files import private_dir
 from relay.mailauth.signing import Signer, SigningError
+from relay.metrics import DELIVERY_SECONDS, worst
 from relay.spool import QueueEnvelope
 
 log = logging.getLogger(__name__)
@@ -396,7 +397,8 @@ class Router:
         remote = [r for r in recipients if not self.config.is_local(r)]
         results: dict[str, Result] = {}
         if local:
-            results.update(await guarded(self.local, env, data, local))
+            results.update(await self._timed(self.local, self.config.backend.kind, env, data,
+                                             local))
         if remote:
             if self.outbound is None:
                 results.update({r: Result("temporary", "no route: outbound.relayhost is not set")
@@ -416,7 +418,29 @@ class Router:
         except SigningError as exc:
             log.error("queue %s: %s", env.queue_id, exc)
             return {r: Result("temporary", f"451 4.3.0 {exc}") for r in remote}
-        return await guarded(self.outbound, env, data, remote)
+        return await self._timed(self.outbound, "relayhost", env, data, remote)
+
+    async def _timed(self, backend: Backend, route: str, env: QueueEnvelope, data: bytes,
+                     recipients: list[str]) -> dict[str, Result]:
+        started = time.monotonic()
+        results = await guarded(backend, env, data, recipients)
+        DELIVERY_SECONDS.labels(route, worst([r.status for r in results.values()])).observe(
+            time.monotonic() - started)
+        return results
+
+    def describe(self, recipient: str) -> tuple[str, str]:
+        """(transport, relay) of RECIPIENT for the mail log: ("lmtp",
+        "127.0.0.1[127.0.0.1]:24"), ("local", "maildir"), ("smtp", ...)."""
+        if self.config.is_local(recipient):
+            b = self.config.backend
+            if b.kind == "maildir":
+                return "local", "maildir"
+            where = b.host if b.host.startswith("/") else f"{b.host}[{b.host}]:{b.port}"
+            return b.kind, where
+        relayhost = self.config.outbound.relayhost
+        if relayhost is None:
+            return "smtp", "none"
+        return "smtp", f"{relayhost[0]}[{relayhost[0]}]:{relayhost[1]}"
 
     async def close(self) -> None:
         await self.local.close()

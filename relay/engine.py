@@ -18,6 +18,7 @@ from relay.address import mailbox_name, sender_routing, valid_address
 from relay.config import Config
 from relay.mailauth import authresults
 from relay.message import Message, MessageTooComplex
+from relay.metrics import POLICY_SECONDS
 from relay.model import (
     ACTION_STRENGTH,
     Action,
@@ -241,7 +242,8 @@ class Engine:
         decisions: list[Decision] = []
         for policy in self._by_stage[stage]:
             try:
-                findings = await policy.check(stage, tx, recipient)
+                with POLICY_SECONDS.labels(policy.name, stage.value).time():
+                    findings = await policy.check(stage, tx, recipient)
             except (MemoryError, MessageTooComplex):
                 raise  # over the inspection budget: the inspector answers for the message
             except Exception:

@@ -22,6 +22,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from relay import maillog
 from relay.anvil import REFUSALS
 from relay.config import Config, ConfigError, from_dict
 from relay.daemon import setup_logging
@@ -99,6 +100,8 @@ class Front:
                 self.control.send({"op": "pong"})
             elif op == "reload":
                 await self._reload(message)
+            elif op == "reopen" and self.hub.decisions is not None:  # logrotate (SIGUSR2)
+                self.hub.decisions.reopen()
             elif op == "stop":
                 break
         self.stopping.set()  # asked to, or the supervisor is gone
@@ -113,6 +116,7 @@ class Front:
                           self.index)
             return
         self.hub.swap(runtime)
+        maillog.setup(config.server)
         log.info("front %d: configuration reloaded", self.index)
 
     async def _start(self, runtime: Runtime) -> Any:
@@ -158,4 +162,5 @@ def main(kind: str, sockets: list[tuple[str, str, socket.socket]], control: sock
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     config = from_dict(raw, Path(source) if source else None)
     setup_logging(config.server.log_level, tag=f"front{index}")
+    maillog.setup(config.server)
     run_loop(Front(kind, sockets, control, config, index).run())

@@ -1,40 +1,92 @@
 """Prometheus metrics, served on `server.metrics_bind` (`milter.metrics_bind`) when set.
 
-Counted where the fact is recorded anyway: transactions and findings where the
-decision log is written, deliveries where the queue runner records a result.
+Counted where the fact is recorded anyway: transactions, findings and their duration
+where the decision log is written; each policy's time where the engine calls it; clamd
+scans, DNS look-ups, AUTH failures and deliveries where they happen. docs/monitoring.md
+says what each one answers; the dashboard and alert rules in docs/monitoring/ are built
+on them.
+
 The daemons run in several processes (front processes, inspection workers); each
-counts into files in PROMETHEUS_MULTIPROC_DIR (set by `relay.launch`) and the
-endpoint sums them, so one scrape sees the whole relay.
+counts into files in PROMETHEUS_MULTIPROC_DIR (set by `relay.launch`) and the endpoint
+sums them, so one scrape sees the whole relay: counters and histograms add up as they
+are; every gauge says how its processes' values combine (`multiprocess_mode`); gauges
+only the queue runner knows are created by the queue runner alone (`queue_metrics()`),
+so a milter process never exports a queue. Nothing here uses `Gauge.set_function`,
+which multiprocess mode cannot collect.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     multiprocess,
     start_http_server,
 )
 from prometheus_client.registry import Collector
 
+# seconds; SMTP transactions include slow clients, policies are mostly sub-millisecond
+TRANSACTION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                10)
+NETWORK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+# --- transactions (written with the decision log) -------------------------------------
 TRANSACTIONS = Counter("relay_transactions", "SMTP transactions by outcome",
                        ["listener", "action"])
+TRANSACTION_SECONDS = Histogram(
+    "relay_transaction_duration_seconds",
+    "From MAIL FROM to the decision (the decision-log line), by listener and outcome",
+    ["listener", "action"], buckets=TRANSACTION_BUCKETS)
 FINDINGS = Counter("relay_findings", "Policy findings by code and configured action",
                    ["policy", "code", "action"])
-CONNECTIONS = Gauge("relay_connections", "SMTP sessions open now", multiprocess_mode="livesum")
+POLICY_SECONDS = Histogram("relay_policy_duration_seconds",
+                           "Time one policy took at one stage", ["policy", "stage"],
+                           buckets=FAST_BUCKETS)
+
+# --- sessions --------------------------------------------------------------------------
+CONNECTIONS = Gauge("relay_connections", "SMTP (or milter) sessions open now",
+                    multiprocess_mode="livesum")
 REFUSED_CONNECTIONS = Counter("relay_connections_refused",
                               "Sessions refused (connection limits)")
+AUTH_FAILURES = Counter("relay_auth_failures",
+                        "SMTP AUTH refusals by reason (wrong_password, unknown_login, "
+                        "mailbox_suspended, locked_out, ...)", ["reason"])
+AUTH_LOCKOUTS = Counter("relay_auth_lockouts",
+                        "Lock-outs started (Điều 7.4 throttling), per login or client IP",
+                        ["scope"])
+
+# --- what the policies wait for --------------------------------------------------------
+CLAMD_SECONDS = Histogram("relay_clamd_scan_duration_seconds",
+                          "clamd INSTREAM scans by result (clean, infected, error)",
+                          ["result"], buckets=NETWORK_BUCKETS)
+DNS_SECONDS = Histogram("relay_dns_lookup_duration_seconds",
+                        "DNS look-ups by record type and outcome", ["type", "outcome"],
+                        buckets=NETWORK_BUCKETS)
+
+# --- delivery --------------------------------------------------------------------------
 DELIVERIES = Counter("relay_deliveries", "Delivery attempts per recipient by result",
                      ["status"])
-QUEUE = Gauge("relay_queue_messages", "Messages in the queue (active and deferred)",
-              multiprocess_mode="livemax")
+DELIVERY_SECONDS = Histogram(
+    "relay_delivery_duration_seconds",
+    "One delivery attempt (all its recipients) by route (maildir, smtp, lmtp, relayhost) "
+    "and result (delivered, temporary, permanent: the worst of its recipients)",
+    ["route", "status"], buckets=NETWORK_BUCKETS)
+
+# --- the processes ------------------------------------------------------------------------
 INSPECTION_WORKERS = Gauge("relay_inspection_workers", "Inspection worker processes running",
                            multiprocess_mode="livesum")
 RATE_LIMITED = Counter("relay_rate_limited",
@@ -50,9 +102,65 @@ PETITIONS_OPENED = Counter("relay_petitions_opened", "Petition cases opened (Đi
 PETITION_ERRORS = Counter("relay_petitions_errors",
                           "Accepted messages the petitions step could not file (see the log)")
 
+# --- the archive (Điều 8) ----------------------------------------------------------------
+ARCHIVE_UNSIGNED = Gauge("relay_archive_unsigned_entries",
+                         "Archive entries newer than the last signed checkpoint",
+                         multiprocess_mode="max")
+ARCHIVE_CHECKPOINT = Gauge("relay_archive_last_checkpoint_timestamp_seconds",
+                           "When the last checkpoint was signed (Unix time; 0: never). "
+                           "Its age is time() - this.", multiprocess_mode="max")
+
+BUILD_INFO = Gauge("relay_build_info", "The relay's version and Python, always 1",
+                   ["version", "python"], multiprocess_mode="max")
+
+
+def package_version() -> str:
+    try:
+        return version("dienbien-relay")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+BUILD_INFO.labels(package_version(), platform.python_version()).set(1)
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    messages: Gauge
+    oldest_age: Gauge
+
+
+@cache
+def queue_metrics() -> QueueMetrics:
+    """The queue's gauges, created by the queue runner only (see the module doc)."""
+    return QueueMetrics(
+        Gauge("relay_queue_messages", "Messages in the queue (active and deferred)",
+              multiprocess_mode="livemax"),
+        Gauge("relay_queue_oldest_message_age_seconds",
+              "Age of the oldest message waiting in the queue (held ones excepted); "
+              "0 when the queue is empty", multiprocess_mode="livemax"))
+
+
+def worst(statuses: list[str]) -> str:
+    """The label of an attempt with several recipients: its worst result."""
+    for status in ("permanent", "temporary"):
+        if status in statuses:
+            return status
+    return "delivered"
+
+
+def age_of_id(queue_id: str, now: float | None = None) -> float | None:
+    """Seconds since a queue id was made (`relay.model.new_id` begins with the time in
+    milliseconds, in 11 hex digits); None for an id of another shape."""
+    try:
+        made = int(queue_id[:11], 16) / 1000
+    except ValueError:
+        return None
+    return max(0.0, (now or time.time()) - made)
+
 
 def serve(bind: tuple[str, int], collectors: Sequence[Collector] = ()) -> None:
-    """The endpoint: every process's counts when the daemon runs as several processes.
+    """/metrics on BIND; with PROMETHEUS_MULTIPROC_DIR, what every process wrote there.
 
     `collectors` are asked at each scrape, in this process (values read from the
     database, such as the petitions' open and overdue counts)."""

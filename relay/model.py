@@ -219,6 +219,8 @@ class Transaction:
     # the queue id of the MTA in front (Postfix, in milter mode)
     mta_queue_id: str | None = None
     decisions: list[Decision] = field(default_factory=list)
+    # (stage, address, reply) of each refused MAIL FROM / RCPT TO, for the mail log
+    refused: list[tuple[str, str, Reply]] = field(default_factory=list)
     added_headers: list[tuple[str, str]] = field(default_factory=list)
     conversions: list[str] = field(default_factory=list)
     queue_id: str = field(default_factory=new_id)
@@ -243,6 +245,7 @@ class Transaction:
         self.summary = None
         self.mta_queue_id = None
         self.decisions = []
+        self.refused = []
         self.added_headers = []
         self.conversions = []
         self.queue_id = new_id()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ import dns.rdatatype
 import dns.resolver
 
 from relay.config import Config, DnsConfig, parse_hostport
-from relay.metrics import DNS_FAILURES
+from relay.metrics import DNS_FAILURES, DNS_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ class Resolver:
         return cls(config.dns)
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
+        started = time.monotonic()
+        answer = await self._lookup(name, rdtype)
+        outcome = ("error" if answer.error else "found" if answer.records
+                   else "nxdomain" if not answer.exists else "nodata")
+        DNS_SECONDS.labels(rdtype, outcome).observe(time.monotonic() - started)
+        return answer
+
+    async def _lookup(self, name: str, rdtype: str) -> Answer:
         self.queries += 1
         try:
             qname = dns.name.from_text(name)

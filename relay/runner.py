@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from relay import maillog
 from relay.config import Config
 from relay.delivery import Router
 from relay.dsn import build_dsn
-from relay.metrics import DELIVERIES, QUEUE
+from relay.metrics import DELIVERIES, age_of_id, queue_metrics
 from relay.model import new_id
 from relay.spool import QueueEnvelope, RecipientState, Spool, State
 
@@ -46,6 +47,8 @@ class QueueRunner:
         # attempts whose state could not be saved, and failed attempts in a row (in memory)
         self._unsaved: dict[str, State] = {}
         self._errors: dict[str, int] = {}
+        self._gauges = queue_metrics()
+        self._gauged = 0.0  # monotonic time the gauges were last set
 
     def submit(self, queue_id: str) -> None:
         """A new message is on disk: try it now."""
@@ -90,10 +93,20 @@ class QueueRunner:
             except TimeoutError:
                 pass
             self._wake.clear()
-            QUEUE.set(len(self._due))
+            self._set_gauges()
             if time.monotonic() - last_scan >= self.config.queue.scan_interval:
                 self.rescan()
                 last_scan = time.monotonic()
+
+    def _set_gauges(self, every: float = 1.0) -> None:
+        """Queue size and the age of its oldest message, at most once a second (ids
+        begin with their time, so the oldest is the smallest: no file is read)."""
+        if time.monotonic() - self._gauged < every:
+            return
+        self._gauged = time.monotonic()
+        self._gauges.messages.set(len(self._due))
+        oldest = min(self._due, default=None)
+        self._gauges.oldest_age.set((oldest and age_of_id(oldest)) or 0)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -158,22 +171,23 @@ class QueueRunner:
             self._forget(qid)
             return
         pending = state.pending(env)
+        started = time.monotonic()
         results = await self.router.deliver(env, data, pending) if pending else {}
+        transmission = time.monotonic() - started
         now = time.time()
         for rcpt in pending:
             result = results[rcpt]
             DELIVERIES.labels(result.status).inc()
+            maillog.delivered(qid, rcpt, result.status, result.reply,
+                              *self.router.describe(rcpt), now - env.arrival_time,
+                              transmission)
             rs = state.recipients.setdefault(rcpt, RecipientState())
             rs.attempts += 1
             rs.reason = result.reply
             if result.ok:
                 rs.status = "delivered"
-                log.info("queue %s: to=<%s> status=sent (%s)", qid, rcpt, result.reply)
             elif result.status == "permanent":
                 rs.status = "failed"
-                log.info("queue %s: to=<%s> status=bounced (%s)", qid, rcpt, result.reply)
-            else:
-                log.info("queue %s: to=<%s> status=deferred (%s)", qid, rcpt, result.reply)
         state.attempts += 1
         state.last_attempt = now
         expired = now - env.arrival_time > self.config.queue.max_queue_lifetime
@@ -197,6 +211,7 @@ class QueueRunner:
         if not state.pending(env):
             await asyncio.to_thread(self.spool.remove, qid)
             self._forget(qid)
+            maillog.removed(qid)
             return
         await asyncio.to_thread(self.spool.save_state, qid, state)
         del self._unsaved[qid]
@@ -212,4 +227,6 @@ class QueueRunner:
         dsn = build_dsn(env, data, failures, self.config.server.hostname, expired=expired)
         bounce = QueueEnvelope(queue_id=new_id(), sender="", recipients=[env.sender], is_dsn=True)
         await self.spool.put(bounce, dsn)
+        maillog.bounced(env.queue_id, bounce.queue_id)
+        maillog.queued(bounce.queue_id, "", len(dsn), 1)
         self.submit(bounce.queue_id)

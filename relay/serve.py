@@ -23,7 +23,7 @@ from pathlib import Path
 from relay import metrics, pidfile
 from relay.anvil import Anvil, LocalAnvil
 from relay.config import Config
-from relay.daemon import Daemon, sd_notify, setup_logging
+from relay.daemon import Daemon, listening, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
 from relay.eventloop import run_loop
@@ -68,17 +68,22 @@ class Server(Daemon):
         runner = QueueRunner(config, spool, router)
         self.anvil = anvil_for(config)
         if config.server.metrics_bind is not None:
-            metrics.serve(config.server.metrics_bind, petition_gauges(config))
+            with listening({"server.metrics_bind": config.server.metrics_bind}):
+                metrics.serve(config.server.metrics_bind, petition_gauges(config))
         tls = server_context(config)  # made here once, before fronts may look for it
         fronts = front_count(config.server.workers)
+        binds = {f"listeners.{name}": lc.bind for name, lc in config.listeners.items()}
         if fronts == 1:
             decisions = DecisionLog(config.state_file(config.server.decision_log))
             runtime = await Runtime.build(config, self.policies)
             self.hub = Hub(runtime, decisions, spool, runner.submit, LocalAnvil(self.anvil))
-            servers = await start_listeners(self.hub, tls)
+            with listening(binds):
+                servers = await start_listeners(self.hub, tls)
         else:
-            sockets = listening_sockets([(name, listener.kind, listener.bind)
-                                         for name, listener in config.listeners.items()], fronts)
+            with listening(binds):
+                sockets = listening_sockets([(name, listener.kind, listener.bind)
+                                             for name, listener in config.listeners.items()],
+                                            fronts)
             self.supervisor = Supervisor("smtp", config, sockets, self.anvil, runner.submit)
             await self.supervisor.start()
         runner_task = asyncio.create_task(runner.run())

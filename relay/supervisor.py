@@ -155,6 +155,11 @@ class Supervisor:
             handle.send({"op": "reload", "config": config.raw,
                          "source": str(config.source) if config.source else None})
 
+    def reopen_logs(self) -> None:
+        """Every front opens the decision log by its name again (after logrotate)."""
+        for handle in self.fronts.values():
+            handle.send({"op": "reopen"})
+
     async def stop(self, grace: float = front.STOP_GRACE + 5) -> None:
         self.stopping = True
         handles = list(self.fronts.values())

@@ -105,13 +105,13 @@ class Conversation:
         reply = await self._guarded(self.runtime.engine.mail(self.tx, sender, options))
         if reply is not None:
             self.tx.mail_from = ""
-            return self._refused(reply)
+            return self._refused(reply, "MAIL", sender)
         return MAIL_OK
 
     async def rcpt(self, recipient: str) -> Reply:
         reply = await self._guarded(self.runtime.engine.rcpt(self.tx, recipient))
         if reply is not None:
-            return self._refused(reply)
+            return self._refused(reply, "RCPT", recipient)
         return RCPT_OK
 
     async def data(self, body: Body, trace: bytes = b"") -> Verdict:
@@ -245,9 +245,12 @@ class Conversation:
                 self.finish(Outcome.of(last), last)
 
     # --- helpers ----------------------------------------------------------------------
-    def _refused(self, reply: Reply) -> Reply:
-        """Count a refusal; past server.max_errors the connection is closed with 421."""
+    def _refused(self, reply: Reply, stage: str = "", address: str = "") -> Reply:
+        """Count a refusal; past server.max_errors the connection is closed with 421.
+        A refused MAIL FROM / RCPT TO is kept for the mail log (relay.maillog), bounded."""
         self._last_reply = reply
+        if stage and len(self.tx.refused) < 100:
+            self.tx.refused.append((stage, address, reply))
         self.errors += 1
         if self.errors >= self.config.server.max_errors:
             self.closing = True

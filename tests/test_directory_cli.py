@@ -118,13 +118,17 @@ def test_through_test_message(config_path: Path):
     assert rc == 0, result
 
 
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def test_admin_cli_forms(config_path: Path):
     seed(config_path)
-    agencies = json.loads(cli(config_path, "directory", "agency", "list", "--json").stdout)
+    agencies = json_lines(cli(config_path, "directory", "agency", "list", "--json").stdout)
     assert [a["code"] for a in agencies] == ["stttt", "ubnd"]
     cli(config_path, "directory", "agency", "rename", "stttt", "--name", "Sở TT&TT", "--basis",
         BASIS)
-    boxes = json.loads(cli(config_path, "directory", "mailbox", "list", "--agency", "stttt",
+    boxes = json_lines(cli(config_path, "directory", "mailbox", "list", "--agency", "stttt",
                            "--json").stdout)
     assert {b["address"] for b in boxes} == {f"annv@{DOMAIN}", f"binhtt@{DOMAIN}",
                                              f"stttt@{DOMAIN}"}
@@ -153,14 +157,14 @@ def test_admin_cli_forms(config_path: Path):
         "QĐ nghỉ hưu số 12")
     cli(config_path, "directory", "agency", "add", "snv", "--name", "Sở Nội vụ", "--basis", BASIS)
     cli(config_path, "directory", "agency", "close", "snv", "--basis", "QĐ sáp nhập số 13")
-    log = json.loads(cli(config_path, "directory", "log", "--json", "--limit", "1000").stdout)
+    log = json_lines(cli(config_path, "directory", "log", "--json", "--limit", "1000").stdout)
     actions = [entry["action"] for entry in log]
     for expected in ("agency.add", "agency.update", "mailbox.suspend", "mailbox.restore",
                      "mailbox.rename", "mailbox.reset_password", "mailbox.handover",
                      "mailbox.remove", "agency.close"):
         assert expected in actions
     assert generated not in json.dumps(log) and PASSWORD not in json.dumps(log)
-    history = json.loads(cli(config_path, "directory", "log", "--key", f"binhtt@{DOMAIN}",
+    history = json_lines(cli(config_path, "directory", "log", "--key", f"binhtt@{DOMAIN}",
                              "--json").stdout)
     assert history[-1]["basis"] == "QĐ nghỉ hưu số 12"
     suggestion = json.loads(cli(config_path, "directory", "suggest-address", "Nguyễn Văn An",

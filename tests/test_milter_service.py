@@ -152,7 +152,7 @@ def test_relay_milter_bad_config_exits_78(tmp_path):
     assert b"milter.bind: expected unix:/absolute/path" in result.stderr
 
 
-def test_relay_milter_port_in_use_exits_71(tmp_path):
+def test_relay_milter_port_in_use_exits_69(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -161,8 +161,9 @@ def test_relay_milter_port_in_use_exits_71(tmp_path):
         config.write_text(f'[server]\nstate_dir = "var"\n[milter]\nbind = "127.0.0.1:{port}"\n')
         result = subprocess.run([sys.executable, "-m", "relay", "milter", "-c", str(config)],
                                 env=relay_env(), capture_output=True, timeout=60)
-    assert result.returncode == 71
-    assert b"milter cannot listen on 127.0.0.1:" in result.stderr
+    assert result.returncode == 69  # EX_UNAVAILABLE
+    assert f"relay: cannot listen on 127.0.0.1:{port} (milter.bind)".encode() in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 MILTER_UNIT = Path(__file__).resolve().parents[1] / "systemd" / "relay-milter.service"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import click
 
+from relay.cli.common import RelayGroup
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=RelayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dienbien-relay")
 def main() -> None:
     """Policy-enforcing SMTP relay for the Điện Biên provincial mail system (QĐ 28/2005)."""
@@ -15,6 +17,7 @@ def main() -> None:
 def _register() -> None:
     from relay.cli import (
         archive,
+        config,
         directory,
         dkim,
         milter,
@@ -26,7 +29,8 @@ def _register() -> None:
         web,
     )
 
-    for module in (serve, testmessage, queue, directory, archive, petitions, text, milter, web,
+    for module in (serve, config, testmessage, queue, directory, archive, petitions, text, milter,
+                   web,
                    dkim):
         for command in module.COMMANDS:
             main.add_command(command)

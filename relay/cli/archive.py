@@ -300,8 +300,10 @@ def _recipients(row: Any) -> list[str]:
 @click.option("--raw", is_flag=True, help="The exact bytes, nothing else.")
 @click.option("--accepted", is_flag=True, help="As accepted (default: as delivered).")
 @click.option("--reason", required=True, help="Why you look (recorded in the access log).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: the `log --json` fields and the message as text.")
 def show(config_path: Path | None, entry_id: int, raw: bool, accepted: bool,
-         reason: str) -> None:
+         reason: str, as_json: bool) -> None:
     """Show entry ID: envelope, decision record and the message, decoded."""
     arch = _open(config_path)
     try:
@@ -327,6 +329,10 @@ def show(config_path: Path | None, entry_id: int, raw: bool, accepted: bool,
     if raw:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
+        return
+    if as_json:
+        print_json({**_entry_json(row), "version": which,
+                    "message": data.decode("utf-8", "replace")})
         return
     _render(row, versions, which)
 
@@ -497,12 +503,18 @@ def purge(config_path: Path | None, dry_run: bool, reason: str, as_json: bool) -
 @config_option
 @click.argument("mailbox", required=False)
 @click.option("--reason", help="Why (case number, decision); required to place a hold.")
-def hold(config_path: Path | None, mailbox: str | None, reason: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The list of holds as JSON Lines.")
+def hold(config_path: Path | None, mailbox: str | None, reason: str | None,
+         as_json: bool) -> None:
     """Place a legal hold on MAILBOX (purge then keeps it); without MAILBOX, list holds."""
     arch = _open(config_path, migrate=mailbox is not None)
     try:
         if mailbox is None:
             for row in arch.holds():
+                if as_json:
+                    print_json({key: chain.timestamp(value) if key == "since" else value
+                                for key, value in dict(row).items()})
+                    continue
                 click.echo(f"{printable(row['mailbox'])}\tsince {_time(row['since'])}\t"
                            f"{printable(row['who'])}\t{printable(row['reason'])}")
             return

@@ -1,5 +1,11 @@
 """What every `relay` subcommand shares: the -c option, loading the configuration with
-clean errors, JSON output, text safe for a terminal, and whether a person is watching."""
+clean errors, JSON output, text safe for a terminal, whether a person is watching, and
+how a failure the operator can fix is told: one line naming what failed and a sysexits(3)
+code, never a traceback.
+
+The mapping from exceptions to that line and code is `explain()`, applied once to every
+command by `RelayGroup` (the `relay` group): commands raise, they do not print and exit.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +26,12 @@ if TYPE_CHECKING:
     from relay.policyset import PolicySet
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# sysexits.h
+EX_USAGE = 64  # bad input from the operator (arguments, standard input)
+EX_UNAVAILABLE = 69  # a service we need is not there: an address already taken
+EX_CANTCREAT = 73  # a file or folder we must write cannot be created
+EX_TEMPFAIL = 75  # try again later: the database does not answer
 
 SYSTEM_CONFIG = Path("/etc/relay/relay.toml")
 
@@ -63,11 +76,24 @@ def load_policies(config: Config) -> PolicySet:
 
 
 def print_json(obj: Any) -> None:
-    """One JSON object on one line. Vietnamese stays readable; what JSON itself leaves
-    raw but a terminal or a line splitter acts on (DEL, C1, bidi overrides, U+2028/9,
-    lone surrogates) is written as \\uXXXX: the same value, safe on any screen."""
-    text = json.dumps(obj, ensure_ascii=False, default=str)
+    """One JSON value on one line (JSON Lines: call once per object of a listing);
+    datetimes as RFC 3339 UTC with `Z`. Vietnamese stays readable; what JSON itself
+    leaves raw but a terminal or a line splitter acts on (DEL, C1, bidi overrides,
+    U+2028/9, lone surrogates) is written as \\uXXXX: the same value, safe on any screen."""
+    text = json.dumps(obj, ensure_ascii=False, default=_json_default)
     click.echo(_UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+
+
+def print_lines(rows: Iterable[Any]) -> None:
+    """A listing as JSON Lines."""
+    for row in rows:
+        print_json(row)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    return str(value)
 
 
 def is_interactive(json_output: bool = False) -> bool:
@@ -100,6 +126,64 @@ def printable(value: object, multiline: bool = False) -> str:
     if multiline:
         text = text.replace("\r\n", "\n")
     return (_UNSAFE_TEXT if multiline else _UNSAFE_LINE).sub(_escape, text)
+
+
+def rfc3339(value: float | datetime | None) -> str | None:
+    """UTC with `Z` (RFC 3339), the one timestamp shape of every --json output."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, UTC)
+    elif value.tzinfo is None:  # the stores keep naive UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- failures the operator can fix: one line and a sysexits code -------------------
+class OperatorError(click.ClickException):
+    """A failure with its own message and exit code (EX_USAGE by default)."""
+
+    def __init__(self, message: str, exit_code: int = EX_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"relay: {self.format_message()}", err=True)
+
+
+def explain(exc: BaseException) -> tuple[str, int] | None:
+    """The line and exit code for a failure an operator can fix; None for a bug
+    (whose traceback is worth reading)."""
+    from relay.daemon import ListenError
+    from relay.db import DatabaseUnavailable
+
+    if isinstance(exc, ConfigError):
+        return f"configuration error:\n{exc}", EX_CONFIG
+    if isinstance(exc, ListenError):
+        return str(exc), EX_UNAVAILABLE
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc), EX_CANTCREAT if exc.local else EX_TEMPFAIL
+    if isinstance(exc, OSError) and exc.filename is not None:
+        reason = exc.strerror or os.strerror(exc.errno or 0)
+        return f"cannot create or open {exc.filename}: {reason}", EX_CANTCREAT
+    return None
+
+
+class RelayGroup(click.Group):
+    """The `relay` group: every command's operator failures become one line + a code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            found = explain(exc)
+            if found is None:
+                raise
+            message, code = found
+            click.echo(f"relay: {message}", err=True)
+            ctx.exit(code)
 
 
 def who() -> str:

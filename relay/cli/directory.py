@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from relay.cli.common import config_option, load_config, print_json, printable
+from relay.cli.common import config_option, load_config, print_json, print_lines, printable
 from relay.directory import lockout, passwords
 from relay.directory.admin import Directory, DirectoryError, Writer, default_actor
 from relay.directory.schema import Kind, Status
@@ -34,7 +34,8 @@ def write_options(func: F) -> F:
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")(func)
+    return click.option("--json", "as_json", is_flag=True,
+                        help="JSON Lines on stdout (one object per line).")(func)
 
 
 def _directory(config_path: Path | None) -> Directory:
@@ -96,7 +97,7 @@ def agency_list(config_path: Path | None, as_json: bool) -> None:
     """All agencies."""
     rows = _directory(config_path).agencies()
     if as_json:
-        print_json(rows)
+        print_lines(rows)
         return
     for a in rows:
         parent = f" (in {printable(a['parent'])})" if a["parent"] else ""
@@ -221,7 +222,7 @@ def mailbox_list(agency_code: str | None, kind: str | None, status: str | None,
     """Mailboxes, filtered."""
     rows = _directory(config_path).mailboxes(agency_code, kind, status)
     if as_json:
-        print_json(rows)
+        print_lines(rows)
         return
     for b in rows:
         owner = b["owner_name"] or "-"
@@ -415,7 +416,7 @@ def log_command(key: str | None, actor: str | None, since: str | None, limit: in
     """The change history: who changed what, when, before/after, on which legal basis."""
     rows = _directory(config_path).log(key, actor, _parse_until(since), limit)
     if as_json:
-        print_json(rows)
+        print_lines(rows)
         return
     for c in rows:
         click.echo(f"{c['at']:%Y-%m-%d %H:%M:%S} {printable(c['actor']):<12} "

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
 
 from relay import pidfile
-from relay.cli.common import config_option, load_config, print_json, printable
+from relay.cli.common import (
+    OperatorError,
+    config_option,
+    load_config,
+    print_json,
+    printable,
+    rfc3339,
+)
 from relay.config import Config
 from relay.spool import Spool
 
@@ -39,13 +49,14 @@ def _entry(spool: Spool, qid: str) -> dict:
     return {
         "queue_name": name,
         "queue_id": qid,
-        "arrival_time": int(env.arrival_time),
+        "arrival_time": rfc3339(env.arrival_time),
         "message_size": env.size,
         "forced_expire": False,
         "sender": env.sender,
         "recipients": recipients,
         "attempts": state.attempts,
-        "next_attempt": int(state.next_attempt) if state.next_attempt else None,
+        "next_attempt": rfc3339(state.next_attempt) if state.next_attempt else None,
+        "last_attempt": rfc3339(state.last_attempt) if state.last_attempt else None,
     }
 
 
@@ -67,10 +78,39 @@ def _notify_relay(config: Config) -> None:
 def _ids(spool: Spool, ids: Iterable[str]) -> list[str]:
     ids = list(ids)
     if ids == ["-"]:
-        ids = [line.strip() for line in sys.stdin if line.strip()]
+        ids = list(read_ids(sys.stdin))
     if ids == ["ALL"]:
         return list(spool.ids())
+    for qid in ids:
+        if not QUEUE_ID.fullmatch(qid):
+            raise OperatorError(f"{printable(qid)[:80]} is not a queue id")
     return ids
+
+
+QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+
+
+def read_ids(lines: Iterable[str]) -> Iterator[str]:
+    """Queue ids from standard input: one per line, or the JSON Lines of
+    `relay queue list --json` (so `relay queue list --json | relay queue hold -` works)."""
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                qid = json.loads(line).get("queue_id")
+            except (ValueError, AttributeError):
+                qid = None
+            if not isinstance(qid, str):
+                raise OperatorError(f"standard input line {number}: a JSON object without "
+                                    "a \"queue_id\" (expected queue ids or the output of "
+                                    "`relay queue list --json`)")
+            line = qid
+        if not QUEUE_ID.fullmatch(line):
+            raise OperatorError(f"standard input line {number}: {printable(line)[:80]} is "
+                                "not a queue id")
+        yield line
 
 
 @click.group("queue")
@@ -96,7 +136,8 @@ def list_(config_path: Path | None, as_json: bool) -> None:
             print_json(entry)
             continue
         mark = {"hold": "!", "active": "*"}.get(entry["queue_name"], " ")
-        arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(entry["arrival_time"]))
+        arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(
+            spool.load_envelope(qid).arrival_time))
         click.echo(f"{printable(qid)}{mark} {entry['message_size']:>8} {arrival}  "
                    f"<{printable(entry['sender'])}>")
         for r in entry["recipients"]:  # a delay reason is the remote server's reply text
@@ -112,7 +153,10 @@ def list_(config_path: Path | None, as_json: bool) -> None:
 @click.argument("queue_id")
 @click.option("--raw", is_flag=True, help="The message's exact bytes, unescaped (for a file "
               "or a pipe, not a terminal).")
-def show(config_path: Path | None, queue_id: str, raw: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: the `queue list --json` fields, the headers, and the "
+              "message (as text when it is UTF-8, else in message_base64).")
+def show(config_path: Path | None, queue_id: str, raw: bool, as_json: bool) -> None:
     """Print a queued message with its envelope and delivery state.
 
     Control characters in the message are shown escaped (\\x1b) unless --raw."""
@@ -121,8 +165,10 @@ def show(config_path: Path | None, queue_id: str, raw: bool) -> None:
         entry = _entry(spool, queue_id)
         _, data = spool.load(queue_id)
     except KeyError:
-        click.echo(f"relay: no message {printable(queue_id)} in the queue", err=True)
-        sys.exit(1)
+        raise OperatorError(f"no message {printable(queue_id)} in the queue", 1) from None
+    if as_json:
+        print_json({**entry, **_message_json(data)})
+        return
     if raw:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -133,6 +179,16 @@ def show(config_path: Path | None, queue_id: str, raw: bool) -> None:
         click.echo(printable(f"recipient: {r['address']} {r.get('delay_reason', '')}".rstrip()))
     click.echo("")
     click.echo(printable(data.decode("utf-8", "surrogateescape"), multiline=True))
+
+
+def _message_json(data: bytes) -> dict:
+    from relay.message import Message, decode_header_value
+
+    headers = [[name, decode_header_value(value)] for name, value in Message(data).headers]
+    try:
+        return {"headers": headers, "message": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"headers": headers, "message_base64": base64.b64encode(data).decode()}
 
 
 @queue.command("flush")

@@ -14,14 +14,31 @@ from relay.cli.common import (
     print_json,
     resolve_config_path,
 )
+from relay.config import EX_CONFIG, ConfigError, load
 
 
 @click.command("check-config")
 @config_option
-def check_config(config_path: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object: {"source", "ok", "errors", "listeners", "policies"}.')
+def check_config(config_path: Path | None, as_json: bool) -> None:
     """Validate the configuration: exit 0 when valid, 78 (EX_CONFIG) naming the key when not."""
-    config = load_config(config_path)
-    policies = load_policies(config)
+    from relay.policyset import configure
+
+    path = resolve_config_path(config_path)
+    result: dict = {"source": str(path) if path else None, "ok": False, "errors": []}
+    try:
+        config = load(path)
+        policies = configure(config)
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        print_json({**result, "errors": str(exc).splitlines()})
+        sys.exit(EX_CONFIG)
+    result.update(ok=True, listeners=sorted(config.listeners), policies=policies.names)
+    if as_json:
+        print_json(result)
+        return
     where = config.source or "embedded defaults"
     click.echo(f"{where}: OK ({len(config.listeners)} listeners, "
                f"{len(policies)} policies: {', '.join(policies.names)})")

@@ -33,6 +33,7 @@ from relay.directory import lockout, naming, passwords
 from relay.directory.admin import LIVE, Directory, personal_address
 from relay.directory.lockout import IP, LOGIN, SWEEP_EVERY
 from relay.directory.schema import Delegation, Kind, Mailbox, State, Status, utcnow
+from relay.metrics import AUTH_FAILURES, AUTH_LOCKOUTS
 
 log = logging.getLogger("relay.directory")
 auth_log = logging.getLogger("relay.auth")
@@ -198,10 +199,15 @@ class DirectoryStore:
             self._attempt, login, network, password)
         if reason == "locked out":
             auth_log.warning("auth refused (locked out): login=%r ip=%s", login, client_ip)
+            AUTH_FAILURES.labels("locked_out").inc()
             return False
         if ok:
             auth_log.info("auth ok: login=%r ip=%s", login, client_ip)
             return True
+        AUTH_FAILURES.labels(reason.replace(" ", "_")).inc()  # a few fixed reasons
+        for scope in (LOGIN, IP):
+            if scope in locked:
+                AUTH_LOCKOUTS.labels(scope).inc()
         auth_log.warning("auth failed (%s): login=%r ip=%s%s%s", reason, login, client_ip,
                          "; login locked out" if LOGIN in locked else "",
                          "; client IP locked out" if IP in locked else "")

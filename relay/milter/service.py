@@ -18,7 +18,7 @@ from pathlib import Path
 from relay import metrics
 from relay.anvil import Anvil, LocalAnvil
 from relay.config import Config
-from relay.daemon import Daemon, sd_notify, setup_logging
+from relay.daemon import Daemon, listening, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.eventloop import run_loop
 from relay.milter.server import MilterServer
@@ -46,11 +46,12 @@ class MilterService(Daemon):
                         "Postfix (invented AUTH logins are archived as such); prefer a Unix "
                         "socket", bind)
         if config.milter.metrics_bind is not None:
-            # counted where the decision log is written; petitions read from the database
-            metrics.serve(config.milter.metrics_bind, petition_gauges(config))
+            with listening({"milter.metrics_bind": config.milter.metrics_bind}):
+                # counted where the log is written; petitions read from the database
+                metrics.serve(config.milter.metrics_bind, petition_gauges(config))
         self.anvil = Anvil(config.milter.max_connections, 0, 0, lambda ip: True)
         processes = config.milter.workers or os.cpu_count() or 1
-        try:
+        with listening({"milter.bind": bind}):  # a busy address: one line, exit 69
             if processes == 1:
                 decisions = DecisionLog(config.state_file(config.server.decision_log))
                 self.hub = Hub(await Runtime.build(config, self.policies), decisions,
@@ -58,12 +59,11 @@ class MilterService(Daemon):
                 self.server = MilterServer(self.hub)
                 await self.server.start()
             else:
-                self.supervisor = Supervisor("milter", config, milter_sockets(config, processes),
-                                             self.anvil, lambda queue_id: None)
-                await self.supervisor.start()
-        except OSError as exc:
-            log.error("milter cannot listen on %s: %s", bind, exc.strerror or exc)
-            return 71  # EX_OSERR
+                sockets = milter_sockets(config, processes)
+        if processes != 1:
+            self.supervisor = Supervisor("milter", config, sockets, self.anvil,
+                                         lambda queue_id: None)
+            await self.supervisor.start()
         self.handle_signals()
         sd_notify(f"READY=1\nSTATUS=milter on {bind}, {processes} processes\n"
                   f"MAINPID={os.getpid()}")
