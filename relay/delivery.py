@@ -218,7 +218,7 @@ class SmtpBackend:
             await self._reset(client)
             return results
         try:
-            response = await client.data(crlf(data))
+            response = await client.data(data)  # aiosmtplib makes line ends CRLF itself
             final = result_for_code(response.code, response.message)
         except aiosmtplib.SMTPResponseException as exc:
             final = result_for_code(exc.code, exc.message)

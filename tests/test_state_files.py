@@ -60,7 +60,7 @@ def test_queue_delete_takes_queue_ids_only(relay_factory: Any, idle_sink: Sink):
     assert queue_file.exists() and state_file.exists()
     for wrong in (f"{qid}.json", f"../active/{qid}", f".{qid}.json.tmp"):
         out = relay.cli("queue", "delete", wrong)
-        assert out.returncode == 1 and b"not in the queue" in out.stderr, wrong
+        assert out.returncode == 64 and b"not a queue id" in out.stderr, wrong  # EX_USAGE
     assert queue_file.exists() and state_file.exists()
     assert relay.cli("queue", "delete", qid).returncode == 0
     assert not queue_file.exists() and not state_file.exists()
