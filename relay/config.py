@@ -12,7 +12,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import string
 import tomllib
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -289,6 +292,98 @@ class ArchiveConfig(Section):
     retention: Duration = 3650 * 86400.0  # 0: keep forever
 
 
+def parse_day(value: Any) -> date:
+    """A calendar day: a TOML date (2027-01-01) or the string "2027-01-01"; nothing else
+    (pydantic alone would take 1 as 1970-01-01)."""
+    if isinstance(value, date) and not hasattr(value, "hour"):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a date such as 2027-01-01, got {value!r}")
+
+
+Day = Annotated[date, BeforeValidator(parse_day)]
+
+# what a case number may contain once formatted: it travels in a Subject and a CLI argument
+_NUMBER_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+
+
+def check_number_format(value: Any) -> str:
+    """`TD-{year}-{seq:06d}`: exactly one {seq}, at most one {year}, nothing else."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string such as \"TD-{{year}}-{{seq:06d}}\", got {value!r}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    if fields.count("seq") != 1 or fields.count("year") > 1 or set(fields) - {"seq", "year"}:
+        raise ValueError(f"{value!r}: use {{seq}} once and optionally {{year}}, no other fields")
+    try:
+        sample = value.format(year=2026, seq=1)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    if not _NUMBER_CHARS.fullmatch(sample) or not _NUMBER_CHARS.fullmatch(
+            value.format(year=2026, seq=10**9)):
+        raise ValueError(f"{value!r} gives {sample!r}: a case number is 1-63 letters, digits, "
+                         "'.', '_', '/' or '-', starting with a letter or digit")
+    return value
+
+
+class PetitionRule(Section):
+    """A change of the law: from `valid_from` on, petitions get this many working days."""
+
+    valid_from: Day
+    deadline_working_days: StrictInt = Field(ge=1, le=366)
+
+
+class PetitionsConfig(Section):
+    """Điều 8: citizen petitions at the intake mailboxes, tracked to an answer."""
+
+    # off unless configured: an upgrade must not start mailing citizens before the
+    # holidays and the deadline are set
+    enabled: StrictBool = False
+    number_format: Annotated[StrictStr, BeforeValidator(check_number_format)] = \
+        "TD-{year}-{seq:06d}"
+    deadline_working_days: StrictInt = Field(10, ge=1, le=366)  # Luật Tiếp công dân
+    holidays: list[Day] = []
+    holidays_file: StrictStr = ""  # one YYYY-MM-DD per line, # comments; relative to the config
+    rules: list[PetitionRule] = []
+    timezone: StrictStr = "Asia/Ho_Chi_Minh"  # working days and dates are counted here
+    acknowledge: StrictBool = True
+    # the loop brake: at most this many acknowledgements to one citizen from one intake
+    # mailbox per 24 hours (further petitions still open cases)
+    acknowledge_limit: StrictInt = Field(3, ge=1, le=1000)
+    # where the acknowledgements and reminders are submitted when there is no queue of ours
+    # (`relay milter`, the `remind` command): a Postfix listener that does not run the
+    # milter again; unset: outbound.relayhost (milter) or the queue of `relay serve` (CLI)
+    submit_to: HostPort | None = None
+    remind_within: StrictInt = Field(2, ge=0, le=30)  # working days before the deadline
+    reminder_from: StrictStr = ""  # empty: postmaster@ the first local domain
+
+    _file_holidays: frozenset[date] = PrivateAttr(default_factory=frozenset)
+
+    @property
+    def all_holidays(self) -> frozenset[date]:
+        return frozenset(self.holidays) | self._file_holidays
+
+
+def read_holidays(path: Path) -> frozenset[date]:
+    """A holidays file: one date per line, `#` starts a comment; errors name the line."""
+    days = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            days.add(parse_day(text))
+        except ValueError as exc:
+            raise ValueError(f"line {n}: {exc}") from None
+    return frozenset(days)
+
+
 def check_nameserver(value: Any) -> str:
     """`IP` or `IP:PORT` (`[v6]:PORT`): a DNS server is given by address, never by name."""
     if not isinstance(value, str):
@@ -372,6 +467,9 @@ class Config(Section):
     dns: DnsConfig = DnsConfig()
     dkim_signing: DkimSigningConfig = DkimSigningConfig()
     inspection: InspectionConfig = InspectionConfig()
+    petitions: PetitionsConfig = PetitionsConfig()
+
+
     web: WebConfig = WebConfig()
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in DEFAULT_POLICIES}
@@ -459,9 +557,34 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     unix_lmtp = config.backend.kind == "lmtp" and config.backend.host.startswith("/")
     if config.backend.kind in ("smtp", "lmtp") and not config.backend.port and not unix_lmtp:
         errors.append(f"backend.port: required when backend.kind is {config.backend.kind!r}")
+    errors.extend(_check_petitions(config))
     if errors:
         raise ConfigError("\n".join(where + line for line in errors))
     return config
+
+
+def _check_petitions(config: Config) -> list[str]:
+    p = config.petitions
+    errors = []
+    starts = [rule.valid_from for rule in p.rules]
+    if len(set(starts)) != len(starts):
+        errors.append("petitions.rules: two rules have the same valid_from")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(p.timezone)
+    except Exception:
+        if p.timezone != "Asia/Ho_Chi_Minh":  # known without tzdata: UTC+7, no DST since 1975
+            errors.append(f"petitions.timezone: unknown time zone {p.timezone!r}")
+    if p.holidays_file:
+        path = config.base_dir / p.holidays_file
+        try:
+            p._file_holidays = read_holidays(path)
+        except OSError as exc:
+            errors.append(f"petitions.holidays_file: {path}: {exc.strerror}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            errors.append(f"petitions.holidays_file: {path}: {exc}")
+    return errors
 
 
 def load(path: str | Path | None) -> Config:

@@ -22,11 +22,13 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -34,6 +36,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.registry import Collector
 
 # seconds; SMTP transactions include slow clients, policies are mostly sub-millisecond
 TRANSACTION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -95,6 +98,9 @@ INSPECTION_KILLS = Counter("relay_inspection_failures",
                            "Messages whose inspection worker was killed or died, by reason",
                            ["reason"])
 FRONT_RESTARTS = Counter("relay_front_restarts", "Front processes restarted after they died")
+PETITIONS_OPENED = Counter("relay_petitions_opened", "Petition cases opened (Điều 8)")
+PETITION_ERRORS = Counter("relay_petitions_errors",
+                          "Accepted messages the petitions step could not file (see the log)")
 
 # --- the archive (Điều 8) ----------------------------------------------------------------
 ARCHIVE_UNSIGNED = Gauge("relay_archive_unsigned_entries",
@@ -153,15 +159,19 @@ def age_of_id(queue_id: str, now: float | None = None) -> float | None:
     return max(0.0, (now or time.time()) - made)
 
 
-def serve(bind: tuple[str, int]) -> None:
-    """/metrics on BIND; with PROMETHEUS_MULTIPROC_DIR, what every process wrote there."""
+def serve(bind: tuple[str, int], collectors: Sequence[Collector] = ()) -> None:
+    """/metrics on BIND; with PROMETHEUS_MULTIPROC_DIR, what every process wrote there.
+
+    `collectors` are asked at each scrape, in this process (values read from the
+    database, such as the petitions' open and overdue counts)."""
     host, port = bind
+    registry = REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        start_http_server(port, addr=host, registry=registry)
-    else:
-        start_http_server(port, addr=host)
+    for collector in collectors:
+        registry.register(collector)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def process_gone(pid: int) -> None:

@@ -27,6 +27,7 @@ from relay.daemon import Daemon, listening, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.delivery import Router
 from relay.eventloop import run_loop
+from relay.petitions.gauges import collectors as petition_gauges
 from relay.policyset import PolicySet
 from relay.runner import QueueRunner
 from relay.runtime import Runtime
@@ -68,7 +69,7 @@ class Server(Daemon):
         self.anvil = anvil_for(config)
         if config.server.metrics_bind is not None:
             with listening({"server.metrics_bind": config.server.metrics_bind}):
-                metrics.serve(config.server.metrics_bind)
+                metrics.serve(config.server.metrics_bind, petition_gauges(config))
         tls = server_context(config)  # made here once, before fronts may look for it
         fronts = front_count(config.server.workers)
         binds = {f"listeners.{name}": lc.bind for name, lc in config.listeners.items()}

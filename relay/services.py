@@ -1,7 +1,8 @@
 """The stores policies and fronts use, built once per configuration load.
 
 The engine hands them to every policy through `Context.services`; the fronts use
-the directory for AUTH and the archive before they accept official mail.
+the directory for AUTH, the archive before they accept official mail, and the
+petitions service after (Điều 8).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from relay.archive import Archive
 from relay.config import Config
 from relay.directory.store import DirectoryStore
+from relay.petitions import Petitions
 from relay.resolver import Resolver
 
 
@@ -18,18 +20,21 @@ from relay.resolver import Resolver
 class Services:
     directory: DirectoryStore
     archive: Archive | None = None  # None: archiving off, or a dry run (test-message)
+    petitions: Petitions | None = None  # None: [petitions] off, or a dry run
     resolver: Resolver | None = None  # `[dns]`: built when the Services are
 
     @classmethod
     def build(cls, config: Config, archive: bool = True) -> Services:
-        """`archive=False` for dry runs that must leave no trace.
+        """`archive=False` for dry runs that must leave no trace (no petitions either).
 
         The directory opens (and migrates) its database on first use, so a relay
         whose policies never look anything up never creates one."""
         directory = DirectoryStore(config)
-        return cls(directory=directory,
-                   archive=Archive.open(config, directory) if archive and config.archive.enabled
-                   else None,
+        archived = Archive.open(config, directory) if archive and config.archive.enabled \
+            else None
+        petitions = Petitions.open(config, directory, archived) \
+            if archive and config.petitions.enabled else None
+        return cls(directory=directory, archive=archived, petitions=petitions,
                    resolver=Resolver.from_config(config))
 
     @property
@@ -42,6 +47,8 @@ class Services:
         return self.resolver
 
     async def aclose(self) -> None:
+        if self.petitions is not None:
+            await self.petitions.aclose()
         if self.archive is not None:
             await self.archive.aclose()
         await self.directory.aclose()

@@ -134,6 +134,8 @@ class Conversation:
             except Exception:  # never a 250 for what is not stored, never a traceback
                 log.exception("accepting %s failed", tx.queue_id)
                 reply = QUEUE_ERROR
+            if reply is None:
+                await self._petitions(body)
             if reply is not None:
                 verdict = Verdict(Outcome.TEMPFAIL, reply)
             elif self.hub.spool is not None:
@@ -192,6 +194,14 @@ class Conversation:
         else:
             self.hub.on_queued(tx.queue_id)
         return reply
+
+    # --- after accepting: petitions (Điều 8) ---------------------------------------------
+    async def _petitions(self, body: Body) -> None:
+        """Open, join, answer or report a petition case (relay/petitions); never fails
+        the accepted transaction."""
+        petitions = self.runtime.services.petitions
+        if petitions is not None:
+            await petitions.on_accepted(self.tx, body, self.hub.spool, self.hub.on_queued)
 
     # --- ending -----------------------------------------------------------------------
     def finish(self, outcome: Outcome, reply: Reply | str) -> None:

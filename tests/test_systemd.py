@@ -20,7 +20,21 @@ UNITS = {
                              "Before=postfix.service"),
     "relay-web.service": (*COMMON, "ExecStart=/usr/bin/relay web", "CapabilityBoundingSet=\n",
                           "SyslogIdentifier=relay-web", "MemoryMax="),
+    # the daily petitions reminder (Điều 8): a oneshot started by its timer
+    "relay-petitions-remind.service": ("Type=oneshot", "User=relay",
+                                       "ExecStart=/usr/bin/relay petitions remind --json",
+                                       "StateDirectory=relay", "CapabilityBoundingSet=\n"),
 }
+
+
+def test_petitions_reminder_timer_runs_it_daily_on_working_days_in_vietnam():
+    text = (ROOT / "systemd" / "relay-petitions-remind.timer").read_text()
+    assert "OnCalendar=Mon..Fri *-*-* 07:00:00 Asia/Ho_Chi_Minh" in text
+    assert "Persistent=true" in text and "WantedBy=timers.target" in text
+    if shutil.which("systemd-analyze") is not None:
+        out = subprocess.run(["systemd-analyze", "calendar", "Mon..Fri *-*-* 07:00:00 "
+                              "Asia/Ho_Chi_Minh"], capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
 
 
 @pytest.mark.parametrize("unit", sorted(UNITS))

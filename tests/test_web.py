@@ -190,11 +190,11 @@ def test_petitions_user_cannot_open_the_archive(console, path):
     assert "Kính gửi" not in resp.text and FLOOD_BODY not in resp.text
 
 
-def test_petitions_placeholder_lists_assigned_mailboxes(console):
+def test_petitions_page_without_petitions_enabled_lists_assigned_mailboxes(console):
     client = signed_in(console, PETITIONS)
     resp = client.get("/petitions")
     assert resp.status == 200
-    assert "Chưa có mô-đun quản lý đơn thư" in resp.text
+    assert "Sổ theo dõi đơn thư chưa được bật" in resp.text
     assert TIEPDAN in resp.text
     assert 'href="/archive"' not in resp.text  # no archive link in the menu
 

@@ -208,7 +208,7 @@ def test_request_without_the_session_cookie_is_refused(browser, console):
 def test_petitions_user_cannot_open_archive_entries(browser, console):
     login(browser, console, PETITIONS)
     assert browser.current_url == console.url + "/petitions"
-    assert "Chưa có mô-đun quản lý đơn thư" in browser.find_element(*by("#no-petitions")).text
+    assert "Sổ theo dõi đơn thư chưa được bật" in browser.find_element(*by("#no-petitions")).text
     shot(browser, "petitions")
     browser.get(console.url + f"/archive/{console.seqs['flood']}")
     assert "Không được phép" in browser.find_element(*by("h1")).text

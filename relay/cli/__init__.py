@@ -21,6 +21,7 @@ def _register() -> None:
         directory,
         dkim,
         milter,
+        petitions,
         queue,
         serve,
         testmessage,
@@ -28,7 +29,8 @@ def _register() -> None:
         web,
     )
 
-    for module in (serve, config, testmessage, queue, directory, archive, text, milter, web,
+    for module in (serve, config, testmessage, queue, directory, archive, petitions, text, milter,
+                   web,
                    dkim):
         for command in module.COMMANDS:
             main.add_command(command)

@@ -184,3 +184,23 @@ class RelayGroup(click.Group):
             message, code = found
             click.echo(f"relay: {message}", err=True)
             ctx.exit(code)
+
+
+def who() -> str:
+    """The person running a command, for a record of who did what (sudo shows both)."""
+    import getpass
+
+    user = getpass.getuser()
+    sudo = os.environ.get("SUDO_USER")
+    return f"{sudo} (as {user})" if sudo and sudo != user else user
+
+
+def notify_relay(config: Config) -> None:
+    """Ask a running `relay serve` to rescan its queue now (SIGUSR1), if one is running."""
+    import signal
+
+    try:
+        pid = int(config.state_file("relay.pid").read_text())
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        pass

@@ -22,6 +22,7 @@ from relay.daemon import Daemon, listening, sd_notify, setup_logging
 from relay.decisionlog import DecisionLog
 from relay.eventloop import run_loop
 from relay.milter.server import MilterServer
+from relay.petitions.gauges import collectors as petition_gauges
 from relay.policyset import PolicySet
 from relay.runtime import Runtime
 from relay.supervisor import Supervisor, listening_sockets
@@ -46,7 +47,8 @@ class MilterService(Daemon):
                         "socket", bind)
         if config.milter.metrics_bind is not None:
             with listening({"milter.metrics_bind": config.milter.metrics_bind}):
-                metrics.serve(config.milter.metrics_bind)  # counted where the log is written
+                # counted where the log is written; petitions read from the database
+                metrics.serve(config.milter.metrics_bind, petition_gauges(config))
         self.anvil = Anvil(config.milter.max_connections, 0, 0, lambda ip: True)
         processes = config.milter.workers or os.cpu_count() or 1
         with listening({"milter.bind": bind}):  # a busy address: one line, exit 69

@@ -44,7 +44,7 @@ def routes() -> list[Route]:
         Route("/access-log", archive.access_log),
         Route("/integrity", integrity.status, methods=["GET"]),
         Route("/integrity/run", integrity.run, methods=["POST"]),
-        Route("/petitions", petitions.placeholder),
+        Route("/petitions", petitions.cases),
         Route("/admin/users", admin.users),
         Route("/admin/users/{name}/{action}", admin.user_action, methods=["POST"]),
         Route("/admin/health", admin.health),

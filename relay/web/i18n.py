@@ -177,11 +177,24 @@ VI: dict[str, str] = {
     "Only the newest entries are shown; `relay archive access-log` lists them all.":
         "Chỉ hiển thị các mục mới nhất; lệnh `relay archive access-log` liệt kê tất cả.",
     # petitions
-    "No petitions module yet.": "Chưa có mô-đun quản lý đơn thư.",
-    "The petitions register (open, due soon, overdue; cases; the report for a date) will "
-    "appear here once the petitions module is installed.":
-        "Sổ theo dõi đơn thư (đang mở, sắp đến hạn, quá hạn; hồ sơ; báo cáo theo ngày) sẽ "
-        "hiển thị ở đây khi mô-đun đơn thư được cài đặt.",
+    "The petitions register is not enabled on this relay ([petitions] in relay.toml).":
+        "Sổ theo dõi đơn thư chưa được bật trên máy chủ này ([petitions] trong relay.toml).",
+    "Open": "Đang xử lý",
+    "Due soon": "Sắp đến hạn",
+    "Overdue": "Quá hạn",
+    "All": "Tất cả",
+    "Status": "Trạng thái",
+    "Show": "Xem",
+    "More": "Xem thêm",
+    "Case": "Số hồ sơ",
+    "Deadline": "Hạn trả lời",
+    "Received": "Ngày nhận",
+    "Citizen": "Công dân",
+    "Assigned to": "Người xử lý",
+    "Reported to": "Đã báo cáo",
+    "Answered": "Đã trả lời",
+    "As of": "Tính đến ngày",
+    "No cases.": "Không có hồ sơ nào.",
     "Mailboxes assigned to you": "Hộp thư được phân công cho bạn",
     "None assigned.": "Chưa được phân công hộp thư nào.",
     # admin
