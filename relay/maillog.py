@@ -33,6 +33,7 @@ import logging
 import logging.handlers
 import os
 import re
+import socket
 from typing import TYPE_CHECKING
 
 from relay.model import Outcome, Reply, Transaction, ascii_fold
@@ -160,6 +161,28 @@ class _SyslogFormat(logging.Formatter):
         return f"{self.name}/{component}[{os.getpid()}]: {record.getMessage()}"
 
 
+class _SyslogHandler(logging.handlers.SysLogHandler):
+    """A line syslog cannot take (restarted, gone) goes to stderr as one line, not as
+    the traceback `logging` prints by default, once per mail-log line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        logging.getLogger("relay").warning("mail log (syslog unavailable): %s",
+                                           self.format(record))
+
+
+def _listening(path: str) -> bool:
+    """Whether a syslog daemon takes lines at PATH. SysLogHandler itself never says:
+    it swallows a failed connect and then fails on every line."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                continue
+            return True
+    return False
+
+
 def setup(server: ServerConfig) -> None:
     """Send the lines where `server.mail_log` says; called at daemon start and reload."""
     for handler in list(log.handlers):
@@ -170,15 +193,13 @@ def setup(server: ServerConfig) -> None:
     log.propagate = server.mail_log == "stderr"
     if server.mail_log != "syslog":
         return
-    try:
-        handler = logging.handlers.SysLogHandler(
-            address=server.syslog_socket, facility=logging.handlers.SysLogHandler.LOG_MAIL)
-    except OSError as exc:  # no syslog here (a container, a test): keep the lines
+    if not _listening(server.syslog_socket):  # no syslog here (a container, a test)
         logging.getLogger("relay").info(
-            "mail log: no syslog at %s (%s); its lines go to stderr",
-            server.syslog_socket, exc.strerror or exc)
+            "mail log: no syslog at %s; its lines go to stderr", server.syslog_socket)
         log.propagate = True
         return
+    handler = _SyslogHandler(address=server.syslog_socket,
+                             facility=logging.handlers.SysLogHandler.LOG_MAIL)
     handler.append_nul = False
     handler.setFormatter(_SyslogFormat(server.syslog_name))
     log.addHandler(handler)

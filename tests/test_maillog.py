@@ -199,6 +199,20 @@ def test_decision_log_rotated_by_logrotate_without_copytruncate(relay_factory, t
     assert wait_for(lambda: decisions.exists() and ids(decisions)) == ["<rot3@example.org>"]
 
 
+def test_without_syslog_the_lines_go_to_stderr_without_tracebacks(relay_factory, tmp_path):
+    """No syslog daemon (a container, a CI machine): SysLogHandler connects lazily and
+    then fails on every line; each failure printed a traceback (~1 ms of CPU a line)."""
+    relay = relay_factory(server={"mail_log": "syslog",
+                                  "syslog_socket": str(tmp_path / "no-syslog-here")})
+    with smtplib.SMTP("127.0.0.1", relay.mx, timeout=10) as client:
+        for _ in range(3):
+            client.sendmail("partner@example.org", ["ubnd@dienbien.gov.vn"], GOOD)
+    wait_for(lambda: relay.log.read_text().count(": removed") >= 3)
+    log = relay.log.read_text()
+    assert "no syslog at" in log
+    assert "status=sent" in log and "Traceback" not in log, log[-3000:]
+
+
 def test_a_start_without_noise(relay_factory):
     relay = relay_factory(start=False, directory={"auth_failure_delay": 0})
     seed(relay).close()
