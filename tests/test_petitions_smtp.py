@@ -158,6 +158,22 @@ def test_auto_replies_from_the_citizen_side_do_not_loop(relay_factory, sink):
     assert [m["role"] for m in detail["messages"]].count("follow-up") == 5
 
 
+def test_an_auto_submitted_value_cannot_forge_a_log_line(relay_factory, sink):
+    """The field's value is the client's: only its token reaches the relay's log."""
+    relay = start_relay(relay_factory, sink)
+    forged = "auto-generated\u2028<3>petitions: forged\x1b[2J"
+    data = citizen_mail(1).replace(
+        b"Subject:", f"Auto-Submitted: {forged}\r\nSubject:".encode(), 1)
+    send(relay.mx, CITIZEN, [INTAKE], data)
+    assert wait_for(lambda: len(relay.maildir(INTAKE)) == 1)
+    log = wait_for(lambda: [line for line in relay.log.read_text().splitlines()
+                            if "petitions: queue" in line])
+    assert "(Auto-Submitted: auto-generated)" in log[0], log
+    text = relay.log.read_text()
+    assert "forged" not in text and "\u2028" not in text and "\x1b" not in text
+    assert to(sink, CITIZEN) == []  # an automatic message is not acknowledged
+
+
 def test_many_petitions_from_one_citizen_get_at_most_the_limit_of_acknowledgements(
         relay_factory, sink):
     relay = start_relay(relay_factory, sink, acknowledge_limit=2)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from relay.archive import Archive
-from relay.archive.normalize import address
+from relay.archive.normalize import address, clean_text
 from relay.body import Body
 from relay.config import Config
 from relay.directory import naming
@@ -103,7 +103,9 @@ class Petitions:
             return
         sig = await asyncio.to_thread(_signals, body, sender)
         summary = tx.summary
-        subject = summary.subject if summary is not None and summary.subject else sig.subject
+        # text a database column takes (PostgreSQL refuses NUL): a client chose it
+        subject = clean_text(summary.subject if summary is not None and summary.subject
+                             else sig.subject)
         message_id = signals.message_id(summary.message_id if summary is not None else None) \
             or sig.message_id
         now = datetime.now(UTC)

@@ -106,7 +106,11 @@ def _token(value: str | None) -> str:
     if value is None:
         return ""
     value = re.sub(r"\([^()]*\)", " ", value[:200])  # RFC 5322 comments
-    return value.strip().split(";")[0].strip().lower()
+    # token characters only: what follows (a line separator, an escape) is the client's
+    return _TOKEN.match(value.strip().lower()).group(0)  # type: ignore[union-attr]
+
+
+_TOKEN = re.compile(r"[a-z0-9._/+-]*")
 
 
 def _auto(msg: Message, sender: str) -> str:
