@@ -294,7 +294,9 @@ def test_search_refuses_bad_dates_and_survives_hostile_queries(console):
         resp = client.get("/archive?" + urllib.parse.urlencode({"q": q}))
         assert resp.status == 200
         assert "<script>alert" not in resp.text
-    assert client.get("/archive?before=99999999999999999999999").status == 200
+    for before in ("99999999999999999999999", "²", "-1", "1e3", "\uff11"):  # '²'.isdigit()
+        assert client.get("/archive?" + urllib.parse.urlencode({"before": before})
+                          ).status == 200, before
 
 
 def test_entry_needs_a_reason_then_logs_the_view(console):

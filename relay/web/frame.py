@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -113,6 +114,15 @@ def safe_next(value: str | None) -> str:
             value.startswith(("//", "/\\")) or any(c in value for c in "\\\r\n\t\0"):
         return "/"
     return value
+
+
+def cursor(value: str) -> int | None:
+    """A paging cursor from the query string: ASCII digits that fit a BIGINT, else none
+    (str.isdigit() also takes '²', which int() refuses)."""
+    return int(value) if _CURSOR.fullmatch(value) else None
+
+
+_CURSOR = re.compile(r"[0-9]{1,18}")
 
 
 def wants_html(request: Request) -> bool:

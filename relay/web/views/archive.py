@@ -16,7 +16,7 @@ from starlette.responses import Response
 from relay.archive import ArchiveError, chain
 from relay.archive.browse import Browse, browse, recipients
 from relay.web import i18n
-from relay.web.frame import Ctx, page
+from relay.web.frame import Ctx, cursor, page
 from relay.web.mailview import RenderTimeout, one_line, render_isolated
 from relay.web.views.account import need_reason
 
@@ -51,9 +51,7 @@ def search(ctx: Ctx) -> Response:
                 from datetime import timedelta
 
                 query.until = start + timedelta(days=1)
-    before = params.get("before", "")
-    if before.isdigit() and len(before) < 19:
-        query.before = int(before)
+    query.before = cursor(params.get("before", ""))
     searched = any(form.values()) or query.before is not None
     rows = browse(ctx.archive, query) if not errors else []
     more = len(rows) > ctx.config.web.page_size

@@ -15,7 +15,7 @@ import threading
 from starlette.responses import Response
 
 from relay.petitions import CaseFilter, PetitionError, PetitionStore
-from relay.web.frame import Ctx, page
+from relay.web.frame import Ctx, cursor, page
 from relay.web.mailview import one_line
 
 STATUSES = ("open", "due", "overdue", "answered", "all")
@@ -58,7 +58,7 @@ def cases(ctx: Ctx) -> Response:
         end = store.calendar.day_end(today)
         found = [] if mailboxes == [] else store.cases(CaseFilter(
             status=status, mailboxes=mailboxes, as_of=today,
-            after=int(after) if after.isdigit() and len(after) < 19 else None,
+            after=cursor(after),
             limit=size + 1))
     except PetitionError:
         values["unavailable"] = True
