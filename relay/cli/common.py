@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from relay import pidfile
 from relay.config import EX_CONFIG, Config, ConfigError, load
 
 if TYPE_CHECKING:
@@ -196,11 +198,15 @@ def who() -> str:
 
 
 def notify_relay(config: Config) -> None:
-    """Ask a running `relay serve` to rescan its queue now (SIGUSR1), if one is running."""
-    import signal
-
+    """Ask a running relay to rescan its queue now (SIGUSR1), if one is running; a stale
+    relay.pid naming another process is left alone (`relay.pidfile`)."""
+    path = config.state_file("relay.pid")
+    pid = pidfile.running_relay(path)
+    if pid is None:
+        if path.exists():
+            click.echo(f"relay: {path} names no running relay; not signalled", err=True)
+        return
     try:
-        pid = int(config.state_file("relay.pid").read_text())
         os.kill(pid, signal.SIGUSR1)
-    except (OSError, ValueError):
+    except OSError:
         pass

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -14,11 +12,11 @@ from pathlib import Path
 
 import click
 
-from relay import pidfile
 from relay.cli.common import (
     OperatorError,
     config_option,
     load_config,
+    notify_relay,
     print_json,
     printable,
     rfc3339,
@@ -58,21 +56,6 @@ def _entry(spool: Spool, qid: str) -> dict:
         "next_attempt": rfc3339(state.next_attempt) if state.next_attempt else None,
         "last_attempt": rfc3339(state.last_attempt) if state.last_attempt else None,
     }
-
-
-def _notify_relay(config: Config) -> None:
-    """Ask a running relay to rescan its queue now (SIGUSR1), if one is running; a stale
-    relay.pid naming another process is left alone (`relay.pidfile`)."""
-    path = config.state_file("relay.pid")
-    pid = pidfile.running_relay(path)
-    if pid is None:
-        if path.exists():
-            click.echo(f"relay: {path} names no running relay; not signalled", err=True)
-        return
-    try:
-        os.kill(pid, signal.SIGUSR1)
-    except OSError:
-        pass
 
 
 def _ids(spool: Spool, ids: Iterable[str]) -> list[str]:
@@ -206,7 +189,7 @@ def flush(config_path: Path | None) -> None:
             count += 1
         except KeyError:
             continue
-    _notify_relay(config)
+    notify_relay(config)
     click.echo(f"{count} messages scheduled for immediate delivery")
 
 
@@ -225,7 +208,7 @@ def _bulk(name: str, verb: str, help_text: str) -> click.Command:
             except KeyError:
                 missing += 1
                 click.echo(f"relay: {printable(qid)}: not in the queue", err=True)
-        _notify_relay(config)
+        notify_relay(config)
         click.echo(f"{name}: {done} messages")
         sys.exit(1 if missing else 0)
 
