@@ -129,6 +129,8 @@ class Engine:
         self._by_stage = {
             stage: [p for p in self.policies if stage in p.stages] for stage in Stage
         }
+        # a policy that writes our Authentication-Results is on: remove forged ones
+        self._authenticates = bool({"spf", "dkim", "dmarc"} & set(policies.names))
 
     async def close(self) -> None:
         for policy in self.policies:
@@ -189,9 +191,11 @@ class Engine:
         prefix = Message.prepend_headers(b"", tx.added_headers)
         # sender authentication (spf/dkim/dmarc policies): our Authentication-Results
         # on top, forged ones with our authserv-id removed (relay/mailauth/authresults.py)
-        if mailauth.results(tx):
+        if self._authenticates:  # forged ones go from every client, checked or not
             hostname = self.config.server.hostname
-            prefix = authresults.render(hostname, mailauth.results(tx)) + prefix
+            results = mailauth.results(tx)
+            if results:
+                prefix = authresults.render(hostname, results) + prefix
             converted = authresults.strip_ours(converted, hostname)
         return Verdict(Outcome.ACCEPT, ACCEPTED, prefix, None if converted is raw else converted)
 

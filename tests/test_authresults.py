@@ -35,6 +35,23 @@ def test_authserv_id_is_read_past_comments_and_folding():
                    b"Authentication-Results: mx.dienbien.gov.vn; in the body\r\n")
 
 
+def test_folds_and_repeated_lines_cannot_hide_our_id():
+    """Each field is judged whole: an identical first line earlier in the header, a
+    whitespace-only continuation, a comment folded across lines."""
+    forged = [
+        b"Authentication-Results:\r\n\tother.example; spf=pass\r\n"
+        b"Authentication-Results:\r\n\tmx.dienbien.gov.vn; dkim=pass\r\n",
+        b"Authentication-Results:\r\n \r\n mx.dienbien.gov.vn; dkim=pass\r\n",
+        b"Authentication-Results: (x\r\n y) mx.dienbien.gov.vn; dkim=pass\r\n",
+    ]
+    for fields in forged:
+        out = strip_ours(fields + b"Subject: s\r\n\r\nbody\r\n", OURS)
+        assert b"dkim=pass" not in out, fields
+        assert out.endswith(b"Subject: s\r\n\r\nbody\r\n")
+    assert strip_ours(forged[0] + b"\r\nb", OURS) == \
+        b"Authentication-Results:\r\n\tother.example; spf=pass\r\n\r\nb"
+
+
 def test_apply_puts_one_of_ours_on_top():
     raw = b"Authentication-Results: mx.dienbien.gov.vn; spf=pass\r\nSubject: x\r\n\r\nb\r\n"
     out = apply(raw, OURS, {"dmarc": ["dmarc=fail header.from=a.test"],

@@ -177,6 +177,21 @@ async def test_authenticated_and_trusted_clients_are_not_checked(dns_server, who
     assert not dns_server.queries
 
 
+@pytest.mark.parametrize("who", ["auth", "trusted"])
+async def test_unchecked_clients_cannot_bring_our_verdict_either(dns_server, who):
+    """Not checked is not trusted to speak for us: a forged field with our authserv-id
+    is removed from an authenticated or trusted client's message too."""
+    sender = f"annv@{LOCAL}"
+    kw = ({"auth": sender} if who == "auth"
+          else {"settings": {"server": {"trusted_networks": ["198.51.100.0/24"]}}})
+    forged = message(sender, extra={
+        "Authentication-Results": "mx.dienbien.gov.vn; dkim=pass header.d=x.test"})
+    tx, out = await transact({"spf": {}}, dns_server.address, sender, [RCPT], forged,
+                             client_ip=BAD_IP, **kw)
+    assert out.verdict.outcome == "accept"
+    assert b"header.d=x.test" not in out.data and b"Authentication-Results" not in out.data
+
+
 async def test_forged_authentication_results_are_removed(dns_server):
     sender = "boss@pass-domain.test"
     forged = message(sender, extra={

@@ -46,36 +46,39 @@ def authserv_id_of(field_value: bytes) -> bytes | None:
 
 def strip_ours(raw: bytes, authserv_id: str) -> bytes:
     """The message without the Authentication-Results fields that carry our id
-    (`raw` itself when there is none)."""
+    (`raw` itself when there is none). Each field is judged whole and unfolded: a fold
+    before the id, inside a comment, or a repeated identical first line hides nothing."""
     head, _ = split_header(raw)
     if HEADER.lower().encode() not in head.lower():
         return raw
     ours = authserv_id.lower().encode("utf-8", "replace")
+    name = HEADER.lower().encode()
     kept: list[bytes] = []
-    dropping = dropped = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):
-            if not dropping:
-                kept.append(line)
-            continue
-        name, colon, rest = line.partition(b":")
-        dropping = bool(colon) and name.strip().lower() == HEADER.lower().encode() and \
-            authserv_id_of(_unfolded(head, line, rest)) == ours
-        if not dropping:
-            kept.append(line)
-        dropped = dropped or dropping
+    dropped = False
+    for field in _fields(head):
+        label, colon, rest = field.partition(b":")
+        if colon and label.strip().lower() == name and \
+                authserv_id_of(_FOLD.sub(b" ", rest)) == ours:
+            dropped = True
+        else:
+            kept.append(field)
     if not dropped:
         return raw  # the same object: nothing to replace
     return b"".join(kept) + raw[len(head):]
 
 
-def _unfolded(head: bytes, line: bytes, rest: bytes) -> bytes:
-    """The field's value as far as the authserv-id goes (it is on the first line, or
-    after a fold right behind the colon)."""
-    if rest.strip():
-        return rest
-    after = head[head.index(line) + len(line):]
-    return after.split(b"\n", 1)[0] if after[:1] in (b" ", b"\t") else rest
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def _fields(head: bytes) -> list[bytes]:
+    """The header's fields, each with its continuation lines, line ends kept."""
+    fields: list[bytes] = []
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
 
 
 def apply(raw: bytes, authserv_id: str, results: dict[str, list[str]]) -> bytes:
