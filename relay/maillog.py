@@ -36,21 +36,21 @@ import re
 import socket
 from typing import TYPE_CHECKING
 
-from relay.model import Outcome, Reply, Transaction, ascii_fold
+from relay.model import UNSAFE, Outcome, Reply, Transaction, ascii_fold
 
 if TYPE_CHECKING:
     from relay.config import ServerConfig
 
 log = logging.getLogger("relay.maillog")
 
-_UNSAFE = re.compile(r"[^\x21-\x7e\u00a0-\U0010ffff]")
-_UNSAFE_TEXT = re.compile(r"[^\x20-\x7e\u00a0-\U0010ffff]")
 
 
 def clean(text: str | None, limit: int = 320, spaces: bool = False) -> str:
     """A value a client (or a remote server) chose, safe for one log line: printable,
     no spaces unless `spaces`, bounded."""
-    text = (_UNSAFE_TEXT if spaces else _UNSAFE).sub("?", text or "")
+    text = UNSAFE.sub("?", text or "")  # the one set replies use too (relay.model)
+    if not spaces:
+        text = text.replace(" ", "?")
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -68,7 +68,8 @@ def reply_text(reply: Reply | str, address: str | None = None) -> str:
         code = head.group(0).replace("-", " ").strip() if head else ""
         text = " / ".join(line.replace(";", ",") for line in lines)
         return clean(f"{code} {where}{text}".strip(), 1000, spaces=True).replace("  ", " ")
-    text = " / ".join(ascii_fold(line).replace(";", ",") for line in reply.lines)
+    text = " / ".join(clean(ascii_fold(line), 1000, spaces=True).replace(";", ",")
+                      for line in reply.lines)
     return f"{reply.code} {reply.status} {where}{text}".replace("  ", " ")
 
 

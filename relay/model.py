@@ -94,14 +94,16 @@ def article_en(article: str) -> str:
 
 
 # C0 and C1 controls, DEL, Unicode line/paragraph separators, bidi and zero-width marks
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
-                     "\u2066-\u2069\ufeff]")
+# controls, line separators, bidi and zero-width marks, and lone surrogates (an undecodable
+# byte as aiosmtpd's surrogateescape keeps it): never in a reply or a log line
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
+                    "\u2066-\u2069\ufeff\ud800-\udfff]")
 
 
 def safe_line(line: str, utf8: bool) -> str:
     """A reply line fit for the wire: no controls, and ASCII unless the client asked
     for SMTPUTF8."""
-    line = _UNSAFE.sub("?", line)
+    line = UNSAFE.sub("?", line)
     return line if utf8 else ascii_fold(line)
 
 

@@ -199,6 +199,40 @@ def test_decision_log_rotated_by_logrotate_without_copytruncate(relay_factory, t
     assert wait_for(lambda: decisions.exists() and ids(decisions)) == ["<rot3@example.org>"]
 
 
+def test_undecodable_and_invisible_client_bytes_never_reach_a_line(relay_factory, syslog):
+    """An undecodable byte (a lone surrogate once decoded) made the syslog line
+    unencodable and lost it; U+2028 and bidi overrides passed into the line."""
+    relay = relay_factory(server={"mail_log": "syslog", "syslog_socket": str(syslog.path)})
+    message = GOOD.replace(b"<log1@example.org>",
+                           "<a\u2028b\u202ec@example.org>".encode())
+    with socket.create_connection(("127.0.0.1", relay.mx), timeout=10) as raw:
+        f = raw.makefile("rb")
+
+        def reply() -> bytes:
+            while (line := f.readline())[3:4] == b"-":
+                pass
+            return line
+
+        reply()
+        raw.sendall(b"EHLO ev\xffil\xe2\x80\xaeX\r\n")
+        reply()
+        for command in (b"MAIL FROM:<partner@example.org> BODY=8BITMIME\r\n",
+                        b"RCPT TO:<someone@example.com>\r\n",  # refused: NOQUEUE line
+                        b"RCPT TO:<ubnd@dienbien.gov.vn>\r\n", b"DATA\r\n"):
+            raw.sendall(command)
+            reply()
+        raw.sendall(message + b".\r\n")
+        assert reply().startswith(b"250")
+        raw.sendall(b"QUIT\r\n")
+    wait_for(lambda: relay.maildir("ubnd@dienbien.gov.vn"))
+    lines = wait_for(lambda: [d for d in syslog.drain() if ": removed" in d] and syslog.received)
+    text = "\n".join(lines)
+    assert "NOQUEUE: reject: RCPT" in text and "message-id=<a?b?c@example.org>" in text
+    assert "helo=<ev?il?X>" in text
+    for bad in ("\u2028", "\u202e", "\udcff", "\ufffd"):
+        assert bad not in text
+
+
 def test_without_syslog_the_lines_go_to_stderr_without_tracebacks(relay_factory, tmp_path):
     """No syslog daemon (a container, a CI machine): SysLogHandler connects lazily and
     then fails on every line; each failure printed a traceback (~1 ms of CPU a line)."""

@@ -18,11 +18,9 @@ from datetime import UTC, date, datetime, tzinfo
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from relay.model import Summary
+from relay.model import UNSAFE, Summary
 from relay.petitions.records import Case
 
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e"
-                     "\u2066-\u2069\ufeff\ud800-\udfff]")
 # an address we write into To: (the envelope sender, checked by the engine, checked again)
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251})")
 _MSGID = re.compile(r"<[!-;=?-~]{1,248}>")
@@ -33,7 +31,7 @@ INTAKE_NAME = "Hộp thư tiếp dân"
 
 def clean(text: str, limit: int = 200) -> str:
     """Client text fit for a line of our body: no controls, no direction overrides."""
-    text = " ".join(_UNSAFE.sub("?", text).split())
+    text = " ".join(UNSAFE.sub("?", text).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
