@@ -89,6 +89,20 @@ async def test_malformed_signatures_are_results_not_crashes(dns_server, header):
     assert [r.result for r in results] in (["permerror"], ["fail"])
 
 
+async def test_hostile_d_and_s_tags_ask_no_dns_and_reach_no_log(dns_server, caplog):
+    """d= and s= are the sender's: escapes or spaces in them are no DNS name."""
+    for tags in (b"d=ev\x1b[31mil.test; s=sel1", b"d=signed.test; s=se l\x1b]0;x",
+                 b"d=signed.test; s=../../x"):
+        header = (b"DKIM-Signature: v=1; a=rsa-sha256; " + tags
+                  + b"; h=from; bh=AA; b=AA\r\n")
+        [result] = await dkim_verify.verify(header + message("a@signed.test"),
+                                            resolver(dns_server))
+        assert result.result == "permerror" and "\x1b" not in result.domain + result.selector
+        assert "not a DNS name" in result.reason or result.reason.startswith("malformed"), tags
+    assert not dns_server.queries
+    assert "\x1b" not in caplog.text
+
+
 async def test_policy_fail_logged_by_default_and_in_authentication_results(dns_server):
     raw = tamper(sign(message("a@signed.test")))
     tx, out = await transact({"dkim": {}}, dns_server.address, "a@company.test", [RCPT], raw)

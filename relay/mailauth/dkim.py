@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from relay.mailauth.rsa import install as use_openssl_rsa
+from relay.mailauth.spf import valid_domain
 from relay.resolver import Resolver
 
 use_openssl_rsa()  # dkimpy's RSA arithmetic by OpenSSL (relay/mailauth/rsa.py)
@@ -46,6 +48,17 @@ def _ascii(value: bytes | None, limit: int = 253) -> str:
     return (value or b"").decode("ascii", "replace")[:limit].strip().lower()
 
 
+_SELECTOR = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*")
+
+
+def _names(sig: dict[bytes, bytes]) -> tuple[str, str]:
+    """(d=, s=) when both are names DNS can be asked for, else "" for the bad one: the
+    tags are the sender's, and they reach a DNS query, a finding and the log."""
+    domain, selector = _ascii(sig.get(b"d")), _ascii(sig.get(b"s"), 63)
+    return (domain if valid_domain(domain) else "",
+            selector if _SELECTOR.fullmatch(selector) else "")
+
+
 async def verify(raw: bytes, resolver: Resolver, max_signatures: int = MAX_SIGNATURES
                  ) -> list[DkimResult]:
     """One result per DKIM-Signature (the first `max_signatures`); [] when unsigned."""
@@ -70,12 +83,13 @@ async def verify(raw: bytes, resolver: Resolver, max_signatures: int = MAX_SIGNA
         if sig is None:
             out.append(DkimResult("permerror", "", "", "", "malformed DKIM-Signature"))
             continue
-        domain, selector = _ascii(sig.get(b"d")), _ascii(sig.get(b"s"), 63)
+        domain, selector = _names(sig)
         b = _ascii(sig.get(b"b"), 400).replace(" ", "").replace("\t", "")[:8]
         name = _key_name(sig)
         answer = answers.get(name) if name else None
         if answer is None:
-            out.append(DkimResult("permerror", domain, selector, b, "no d= or s="))
+            out.append(DkimResult("permerror", domain, selector, b,
+                                  "no usable d= or s= (missing, or not a DNS name)"))
             continue
         if answer.failed:
             out.append(DkimResult("temperror", domain, selector, b, answer.error or ""))
@@ -103,7 +117,7 @@ async def verify(raw: bytes, resolver: Resolver, max_signatures: int = MAX_SIGNA
 
 
 def _key_name(sig: dict[bytes, bytes]) -> str | None:
-    domain, selector = _ascii(sig.get(b"d")), _ascii(sig.get(b"s"), 63)
+    domain, selector = _names(sig)
     if not domain or not selector:
         return None
     return f"{selector}._domainkey.{domain}"
