@@ -15,14 +15,17 @@ COMMON = ("Type=notify", "RestartPreventExitStatus=78", "ExecReload=/bin/kill -H
 UNITS = {
     "relay.service": (*COMMON, "ExecStartPre=/usr/bin/relay check-config",
                       "StateDirectory=relay", "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+                      "ReadWritePaths=/var/spool/relay",
                       "SyslogIdentifier=relay"),
     "relay-milter.service": (*COMMON, "ExecStart=/usr/bin/relay milter",
                              "Before=postfix.service"),
     "relay-web.service": (*COMMON, "ExecStart=/usr/bin/relay web", "CapabilityBoundingSet=\n",
                           "SyslogIdentifier=relay-web", "MemoryMax="),
-    # the daily petitions reminder (Điều 8): a oneshot started by its timer
+    # the daily petitions reminder (Điều 8): a oneshot started by its timer; it queues
+    # mail, so it writes the spool that ProtectSystem=strict would otherwise make read-only
     "relay-petitions-remind.service": ("Type=oneshot", "User=relay",
                                        "ExecStart=/usr/bin/relay petitions remind --json",
+                                       "ReadWritePaths=/var/spool/relay",
                                        "StateDirectory=relay", "CapabilityBoundingSet=\n"),
 }
 
