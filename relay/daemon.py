@@ -169,10 +169,7 @@ class Daemon:
             return
         hub = getattr(self, "hub", None)
         if hub is not None and hub.decisions is not None:
-            try:
-                hub.decisions.reopen()
-            except OSError as exc:  # keep writing to the old file rather than stop
-                log.error("cannot reopen the decision log: %s", exc)
+            hub.decisions.reopen()
 
     async def refresh_gauges(self, every: float = 5.0) -> None:
         """Gauges read from stores while the daemon runs: the archive's signing backlog

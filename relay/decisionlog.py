@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -74,7 +75,11 @@ class DecisionLog:
     def reopen(self) -> None:
         """Open the file by its name again: after logrotate renamed it (SIGUSR2/SIGHUP),
         new lines go to a new file; lines already written stay in the renamed one."""
-        fresh = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fresh = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError as exc:  # keep writing to the old file rather than stop
+            logging.getLogger("relay").error("cannot reopen the decision log: %s", exc)
+            return
         with self._lock:
             old, self._fd = self._fd, fresh
         os.close(old)

@@ -199,6 +199,39 @@ def test_decision_log_rotated_by_logrotate_without_copytruncate(relay_factory, t
     assert wait_for(lambda: decisions.exists() and ids(decisions)) == ["<rot3@example.org>"]
 
 
+def test_a_failed_reopen_keeps_every_front_serving(relay_factory):
+    """Front processes reopen on the supervisor's word; one that cannot open the new
+    file keeps the old one, and keeps answering (its control task once died)."""
+    relay = relay_factory(server={"mail_log": "off", "workers": 2})
+    decisions = relay.state / "log" / "decisions.jsonl"
+    moved = decisions.with_name("moved.jsonl")
+
+    def send(n: int) -> None:
+        with smtplib.SMTP("127.0.0.1", relay.mx, timeout=10) as client:
+            client.sendmail("partner@example.org", ["ubnd@dienbien.gov.vn"],
+                            GOOD.replace(b"log1@", f"re{n}@".encode()))
+
+    def ids(path: Path) -> list[str]:
+        return [json.loads(line)["message_id"] for line in path.read_text().splitlines()]
+
+    send(1)
+    wait_for(lambda: decisions.exists() and ids(decisions))
+    decisions.rename(moved)
+    decisions.mkdir()  # nothing can be opened by that name
+    assert relay.proc is not None
+    relay.proc.send_signal(signal.SIGUSR2)
+    time.sleep(1)
+    for n in range(2, 6):  # several connections: both fronts take some
+        send(n)
+    assert wait_for(lambda: len(ids(moved)) == 5)
+    decisions.rmdir()
+    relay.proc.send_signal(signal.SIGUSR2)  # and a later reopen still reaches them
+    time.sleep(1)
+    for n in range(6, 10):
+        send(n)
+    assert wait_for(lambda: decisions.exists() and len(ids(decisions)) == 4)
+
+
 def test_undecodable_and_invisible_client_bytes_never_reach_a_line(relay_factory, syslog):
     """An undecodable byte (a lone surrogate once decoded) made the syslog line
     unencodable and lost it; U+2028 and bidi overrides passed into the line."""
