@@ -189,8 +189,9 @@ def setup(server: ServerConfig) -> None:
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
-    log.setLevel(logging.INFO)
-    log.disabled = server.mail_log == "off"
+    # off: above every level, so the lines' children build no record at all
+    # (`disabled` stops only this logger, not relay.maillog.smtpd and the others)
+    log.setLevel(logging.CRITICAL + 1 if server.mail_log == "off" else logging.INFO)
     log.propagate = server.mail_log == "stderr"
     if server.mail_log != "syslog":
         return
