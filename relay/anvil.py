@@ -31,9 +31,10 @@ RATE_WINDOW = 60.0
 
 
 def client_key(ip: str) -> str:
-    """What one client is: its IPv4 address, or the /64 of its IPv6 address."""
+    """What one client is: its IPv4 address, or the /64 of its IPv6 address (IPv4-mapped
+    as IPv4). The one rule for connection limits, AUTH lockout and rate limits."""
     try:
-        address = ipaddress.ip_address(ip)
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return ip
     if isinstance(address, ipaddress.IPv6Address):

@@ -26,7 +26,6 @@ window's count is read at most every 10 s per key, so a message costs one statem
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import re
 import time
@@ -39,6 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from relay.anvil import client_key
 from relay.config import parse_duration
 from relay.directory.schema import RateCounter, utcnow
 
@@ -79,13 +79,8 @@ def _duration(seconds: int) -> str:
 
 
 def ip_key(address: str) -> str:
-    """The client's key: the IPv4 address, or the IPv6 /64 (one customer's network)."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+    """The client's key: the IPv4 address, or the IPv6 /64 (`relay.anvil.client_key`)."""
+    return client_key(address)
 
 
 @dataclass(frozen=True)

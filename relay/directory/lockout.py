@@ -23,7 +23,6 @@ at the first failure; it restarts when it is over or when a lockout ends.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from relay.anvil import client_key
 from relay.directory.schema import AuthThrottle
 
 T = AuthThrottle.__table__
@@ -51,16 +51,8 @@ def login_key(login: str, local_domains: list[str]) -> str:
 
 
 def network_key(client_ip: str) -> str:
-    """The client's address, or its /64 for IPv6 (IPv4-mapped addresses as IPv4)."""
-    try:
-        address = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
-        return client_ip[:MAX_SUBJECT]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+    """The client's address, or its /64 for IPv6 (`relay.anvil.client_key`), bounded."""
+    return client_key(client_ip)[:MAX_SUBJECT]
 
 
 @dataclass(frozen=True)
