@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -22,7 +21,7 @@ from relay.cli.common import (
     rfc3339,
 )
 from relay.config import Config
-from relay.spool import Spool
+from relay.spool import Spool, is_queue_id
 
 
 def _spool(config: Config) -> Spool:
@@ -65,12 +64,10 @@ def _ids(spool: Spool, ids: Iterable[str]) -> list[str]:
     if ids == ["ALL"]:
         return list(spool.ids())
     for qid in ids:
-        if not QUEUE_ID.fullmatch(qid):
+        if not is_queue_id(qid):
             raise OperatorError(f"{printable(qid)[:80]} is not a queue id")
     return ids
 
-
-QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 
 
 def read_ids(lines: Iterable[str]) -> Iterator[str]:
@@ -90,7 +87,7 @@ def read_ids(lines: Iterable[str]) -> Iterator[str]:
                                     "a \"queue_id\" (expected queue ids or the output of "
                                     "`relay queue list --json`)")
             line = qid
-        if not QUEUE_ID.fullmatch(line):
+        if not is_queue_id(line):
             raise OperatorError(f"standard input line {number}: {printable(line)[:80]} is "
                                 "not a queue id")
         yield line
