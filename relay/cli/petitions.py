@@ -15,12 +15,13 @@ import csv
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import sqlalchemy as sa
 
 from relay.cli.common import (
+    OperatorError,
     config_option,
     load_config,
     notify_relay,
@@ -29,6 +30,7 @@ from relay.cli.common import (
     who,
 )
 from relay.config import Config
+from relay.db import DatabaseUnavailable
 from relay.petitions import CaseFilter, PetitionError, PetitionStore
 from relay.petitions.records import STATUSES, Case, ReportRow, iso
 
@@ -37,9 +39,10 @@ def _store(config_path: Path | None) -> PetitionStore:
     config = load_config(config_path)
     try:
         return PetitionStore.open(config, migrate=False)
+    except DatabaseUnavailable:
+        raise  # one line and its sysexits code, as for every command (cli.common.explain)
     except (PetitionError, sa.exc.SQLAlchemyError) as exc:
-        click.echo(f"relay petitions: {printable(exc)}", err=True)
-        sys.exit(1)
+        _fail(exc)
 
 
 def _day(value: str | None) -> date | None:
@@ -51,9 +54,8 @@ def _day(value: str | None) -> date | None:
         raise click.BadParameter(f"expected a date such as 2026-08-01, got {value!r}") from None
 
 
-def _fail(exc: Exception) -> None:
-    click.echo(f"relay petitions: {printable(exc)}", err=True)
-    sys.exit(1)
+def _fail(exc: Exception) -> NoReturn:
+    raise OperatorError(f"petitions: {printable(str(exc))}", 1)
 
 
 def _short(text: str, width: int) -> str:
@@ -121,7 +123,6 @@ def show(config_path: Path | None, number: str, as_of: str | None, as_json: bool
         store.close()
     if detail is None:
         _fail(PetitionError(f"no case {number[:80]!r}"))
-        return
     if as_json:
         print_json(detail.as_dict(day, end))
         return
@@ -168,7 +169,6 @@ def assign(config_path: Path | None, number: str, to: str) -> None:
         case = store.assign(number, to, who())
     except PetitionError as exc:
         _fail(exc)
-        return
     finally:
         store.close()
     click.echo(f"{printable(case.number)}: assigned to {printable(case.assignee or '')}")
@@ -186,7 +186,6 @@ def close(config_path: Path | None, number: str, reason: str) -> None:
         case = store.close_case(number, reason, who())
     except PetitionError as exc:
         _fail(exc)
-        return
     finally:
         store.close()
     click.echo(f"{printable(case.number)}: closed ({printable(case.closed_reason or '')})")
