@@ -15,7 +15,7 @@ from relay.config import from_dict
 from relay.delivery import Result, Router
 from relay.dsn import parse_dsn_recipients
 from relay.model import new_id
-from relay.runner import QueueRunner
+from relay.runner import LARGE_MESSAGE, QueueRunner
 from relay.spool import QueueEnvelope, Spool
 from tests.fixtures.relayproc import wait_for
 from tests.fixtures.sink import Sink
@@ -170,5 +170,38 @@ async def test_state_that_cannot_be_saved_never_means_a_second_copy(tmp_path: Pa
     got = [r for m in sink.messages for r in m.recipients]
     assert got.count("now@example.net") == 1, got
     assert got.count("later@example.net") == 1, got
+    await runner.router.close()
+    spool.close()
+
+
+async def test_a_delivered_message_leaves_neither_queue_nor_state_file(tmp_path: Path,
+                                                                       sink: Sink):
+    """Delivered at once (no state file was written: none is looked for), after a retry
+    (the state file goes with it), after `queue flush` wrote one, and a message over the
+    large-message size: nothing of any of them stays in the spool."""
+    runner, spool = _runner(tmp_path, sink, lifetime=60)
+    sink.handler.refuse["later@example.net"] = "451 4.3.0 try later"
+    ids = {}
+    for name, rcpt, data in (("at once", "now@example.net", MSG),
+                             ("retried", "later@example.net", MSG),
+                             ("flushed", "flushed@example.net", MSG),
+                             ("large", "large@example.net",
+                              MSG + b"x" * 70 + b"\r\n" * (LARGE_MESSAGE // 72 + 1))):
+        env = QueueEnvelope(queue_id=new_id(), sender="an@example.org", recipients=[rcpt])
+        await spool.put(env, data)
+        ids[name] = env.queue_id
+    spool.save_state(ids["flushed"], spool.load_state(ids["flushed"]))  # as `queue flush`
+    for qid in ids.values():
+        runner.submit(qid)
+
+    def delivered() -> bool:
+        got = {r for m in sink.messages for r in m.recipients}
+        if "now@example.net" in got:
+            sink.handler.refuse.clear()  # the retry succeeds
+        return len(got) == 4 and not list(spool.active.iterdir())
+
+    await _run_until(runner, delivered, timeout=20)
+    assert delivered(), ([m.recipients for m in sink.messages], list(spool.active.iterdir()))
+    assert len(sink.messages) == 4  # one copy each
     await runner.router.close()
     spool.close()
