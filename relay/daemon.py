@@ -57,6 +57,11 @@ def setup_logging(level: str, tag: str = "") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # no format here (nor the mail log's) shows the caller, thread or process: not
+    # looking them up makes each record cheaper, and the mail log writes several per
+    # message (the logging HOWTO's "Optimization")
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     # noise on every start or login that no one can act on: Alembic saying which
     # dialect it found, aiosmtpd's deprecation of the attribute it sets itself on AUTH,
