@@ -93,6 +93,7 @@ import stacks
 SETUPS = ("postfix", "relay", "relay+av", "haraka+clamd", "postfix+rspamd",
           "postfix+relay-milter")
 AV_ONLY = frozenset({"relay+av", "haraka+clamd"})
+BASELINE = "relay@baseline"  # --baseline: `relay` from another checkout, in the same rounds
 TARGETS = {"relay/postfix": 0.75, "relay+av/best-av": 1.5,
            "postfix+relay-milter/postfix+rspamd": 1.5}
 
@@ -227,14 +228,15 @@ def build(name: str, ctx: Context) -> Setup | None:
         ctx.started.append(pf)
         return Setup(name, pf.port, {"postfix": lambda: [pf.proc.pid] if pf.proc else []})
 
-    if name in ("relay", "relay+av"):
+    if name in ("relay", "relay+av", BASELINE):
         with_av = name == "relay+av"
         if with_av and not need_clamd():
             return None
         clamd = ctx.get_clamd() if with_av else None
         relay = ctx.start(stacks.RelayServe(
             work / name, sink.port, dns.address, clamd.address if clamd else None,
-            args.sender, args.to, limit * 2, args.antispam))
+            args.sender, args.to, limit * 2, args.antispam,
+            source=args.baseline if name == BASELINE else None))
         components = {"relay": relay.roots}
         if clamd:
             components["clamd"] = clamd.roots
@@ -473,7 +475,7 @@ def ratios(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     def rate(name: str, key: str = "end_to_end_per_s") -> float | None:
         return table.get(name, {}).get(key)
 
-    def entry(ours: str, theirs: list[str], target: float) -> dict[str, Any] | None:
+    def entry(ours: str, theirs: list[str], target: float | None) -> dict[str, Any] | None:
         mine = rate(ours)
         rivals = [(rate(t), t) for t in theirs if rate(t)]
         if mine is None or not rivals:
@@ -490,18 +492,20 @@ def ratios(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             others = [o for o in others if o]
             if own and others:
                 per_round.append(own / max(others))
-        return {"value": value, "against": against, "target": target, "met": value >= target,
+        return {"value": value, "against": against, "target": target,
+                "met": target is None or value >= target,
                 "accepted_ratio": accepted, "per_round": per_round}
 
     out = {}
     for key, ours, theirs in (
             ("relay/postfix", "relay", ["postfix"]),
             ("relay+av/best-av", "relay+av", ["haraka+clamd", "postfix+rspamd"]),
-            ("postfix+relay-milter/postfix+rspamd", "postfix+relay-milter", ["postfix+rspamd"])):
+            ("postfix+relay-milter/postfix+rspamd", "postfix+relay-milter", ["postfix+rspamd"]),
+            (f"relay/{BASELINE}", "relay", [BASELINE])):
         # the best antivirus stack is only an antivirus stack when Rspamd scans
         if key == "relay+av/best-av" and not table.get("relay+av"):
             continue
-        result = entry(ours, theirs, TARGETS[key])
+        result = entry(ours, theirs, TARGETS.get(key))
         if result is not None:
             out[key] = result
     return out
@@ -531,7 +535,8 @@ def print_report(report: dict[str, Any]) -> None:
         for key, r in report["ratios"].get(sessions, {}).items():
             print(f"  ratio {key:38} {r['value']:.2f} end to end "
                   f"(accepted {r['accepted_ratio']:.2f}), vs {r['against']}; "
-                  f"target >= {r['target']}: {'met' if r['met'] else 'NOT met'}"
+                  + (f"target >= {r['target']}: {'met' if r['met'] else 'NOT met'}"
+                     if r["target"] is not None else "no target")
                   + (f"; by round {min(r['per_round']):.2f}-{max(r['per_round']):.2f}"
                      if r.get("per_round") else ""))
 
@@ -569,6 +574,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                          f"{stacks.HARAKA_CACHE}/node_modules/Haraka)")
     parser.add_argument("--install-haraka", action="store_true",
                         help=f"npm install Haraka into {stacks.HARAKA_CACHE} when missing")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help=f"also run `relay` from this checkout as {BASELINE!r}, in the same "
+                             "rounds (e.g. git worktree add /tmp/base main~1): a change's "
+                             "effect, measured against the same noise")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--show", metavar="FILE", help="print the table of a saved --json run")
@@ -582,6 +591,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.av = args.av or bool(AV_ONLY & set(args.setup_list))
     else:
         args.setup_list = [s for s in SETUPS if args.av or s not in AV_ONLY]
+    if args.baseline is not None:
+        if not (args.baseline / "relay" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no relay package there")
+        args.baseline = args.baseline.resolve()
+        args.setup_list.insert(args.setup_list.index("relay") + 1 if "relay" in
+                               args.setup_list else 0, BASELINE)
     if args.sender is None:
         args.sender = stacks.ANTISPAM_SENDER if args.antispam else f"annv@{stacks.DOMAIN}"
     if args.rounds < 1 or args.messages < 1 or not args.session_list:

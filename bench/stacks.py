@@ -320,7 +320,8 @@ class RelayServe:
     program = "relay serve"
 
     def __init__(self, base: Path, sink_port: int, dns: str, clamd: str | None, sender: str,
-                 recipient: str, max_connections: int, antispam: bool = False) -> None:
+                 recipient: str, max_connections: int, antispam: bool = False,
+                 source: Path | None = None) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.relay = Relay(base, {
             "server": relay_server_section(max_connections, antispam),
@@ -332,6 +333,8 @@ class RelayServe:
             "inspection": {"workers": 0},
             "policies": relay_policies(dns, clamd, antispam),
         })
+        if source is not None:  # another checkout's relay package (compare.py --baseline)
+            self.relay.source = source
         populate_directory(self.relay.config_path, sender, recipient)
 
     @property
