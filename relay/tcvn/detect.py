@@ -56,6 +56,16 @@ SPOIL_COST = 0.5
 _WORD = re.compile(r"(?<!%)[A-Za-z\x01-\x08\x0e-\x1f\x80-\U0010ffff]+")
 _NOT_BYTE = re.compile(r"[^\x00-\xff]")
 _HIGH = re.compile(r"[\x01-\x08\x0e-\x1f\x80-\U0010ffff]")
+# the ASCII characters _HIGH does not match
+_PLAIN_ASCII = b"\x00" + bytes(range(0x09, 0x0E)) + bytes(range(0x20, 0x80))
+
+
+def _high(text: str) -> bool:
+    """Does TEXT hold what _HIGH matches? For ASCII text (most mail) a deletion in C,
+    about 18 times faster than the regular expression on a 10 KB body."""
+    if text.isascii():
+        return bool(text.encode("ascii").translate(None, _PLAIN_ASCII))
+    return _HIGH.search(text) is not None
 _UNPRINTABLE = re.compile(r"[^!-~]")
 _CAP_LOSSY = ("tcvn3", "tcvn5712")  # tables where toned capitals share the lowercase byte
 
@@ -240,7 +250,7 @@ def _finish(det: Detection, html: bool, hint: str | None, unicode_source: bool) 
         text = nfc
     segments = Html(text) if html else None
     lines = segments.lines() if segments else text.split("\n")
-    if _HIGH.search("\n".join(lines) if segments else text):  # HTML: entities decoded
+    if _high("\n".join(lines) if segments else text):  # HTML: entities decoded
         found = _best(lines, hint, whole=not unicode_source)
         if found is not None:
             codec, converted, words, valid = found
@@ -491,7 +501,7 @@ def _prepare(lines: list[str], raws: list[str | None]) -> list[_Line]:
     out = []
     for line, raw in zip(lines, raws, strict=True):
         tokens = []
-        if _HIGH.search(line):
+        if _high(line):
             for m in _WORD.finditer(line):
                 tok = m.group()
                 if tok.isascii() and tok.isalpha():
