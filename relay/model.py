@@ -109,6 +109,8 @@ def safe_line(line: str, utf8: bool) -> str:
 
 def ascii_fold(text: str) -> str:
     """Vietnamese without diacritics, for replies to clients that did not ask for SMTPUTF8."""
+    if text.isascii():  # most lines: every reply passes here
+        return text
     text = text.replace("đ", "d").replace("Đ", "D")
     decomposed = unicodedata.normalize("NFD", text)
     folded = "".join(c for c in decomposed if not unicodedata.combining(c))

@@ -141,7 +141,8 @@ class Spool:
         removes, since no 250 was given for it."""
         pieces = [data] if isinstance(data, bytes) else list(data)
         envelope.size = sum(p.size if isinstance(p, Body) else len(p) for p in pieces)
-        head = MAGIC + json.dumps(asdict(envelope)).encode() + b"\n"
+        # its fields are plain values: vars() is asdict() without the deep copy
+        head = MAGIC + json.dumps(vars(envelope)).encode() + b"\n"
 
         def content() -> Iterator[bytes]:  # a large message is copied from its file
             yield head
