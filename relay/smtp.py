@@ -76,6 +76,8 @@ class RelaySMTP(SMTP):
             command_call_limit={"NOOP": limit, "RSET": limit, "VRFY": 5, "EXPN": 5,
                                 "HELP": 5, "HELO": limit, "EHLO": limit, "STARTTLS": 2,
                                 "AUTH": limit, "*": 100_000},
+            # aiosmtpd would find the loop under a warnings.catch_warnings() per connection
+            loop=asyncio.get_running_loop(),
         )
         self._credentials: LoginPassword | None = None
         self._in_ehlo = False
@@ -350,7 +352,7 @@ class Handler:
     instance serves every connection: it keeps no state)."""
 
     def __dir__(self) -> list[str]:
-        return [name for name in type(self).__dict__ if name.startswith("handle_")]
+        return _HOOK_NAMES  # aiosmtpd lists the hooks for every new connection
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer "500 Error: (TypeName) message": a 5xx makes the client
@@ -416,6 +418,7 @@ def received_header(config: Config, tx: Transaction) -> bytes:
 
 
 _METHOD_NAMES = sorted(name for name in dir(RelaySMTP) if name.startswith(("smtp_", "auth_")))
+_HOOK_NAMES = [name for name in Handler.__dict__ if name.startswith("handle_")]
 HANDLER = Handler()
 
 
