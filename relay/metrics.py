@@ -17,6 +17,8 @@ which multiprocess mode cannot collect.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import contextlib
 import os
 import platform
@@ -139,6 +141,44 @@ def queue_metrics() -> QueueMetrics:
         Gauge("relay_queue_oldest_message_age_seconds",
               "Age of the oldest message waiting in the queue (held ones excepted); "
               "0 when the queue is empty", multiprocess_mode="livemax"))
+
+
+FLUSH_EVERY = 1.0  # seconds a batched observation may wait before it is written
+
+
+class BatchedHistogram:
+    """A histogram child whose observations are added up here and written to it at most
+    once a second (FLUSH_EVERY). In multiprocess mode each write is a lock, a getpid()
+    and an mmap store: 4.5 us for a timed block (measured), and the engine times every
+    policy at every stage of every message. Observations not yet written when a process
+    is killed are lost (at most a second's). It writes the child's `_buckets` and
+    `_sum`, as `Histogram.observe` does (prometheus_client has kept them since 0.4)."""
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self._bounds = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._pending = False
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, seconds)] += 1  # Histogram's bucket
+        self._sum += seconds
+        if not self._pending:
+            self._pending = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): written now
+                self.flush()
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, [0] * len(self._bounds)
+        total, self._sum = self._sum, 0.0
+        self._pending = False
+        for bucket, count in zip(self.child._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self.child._sum.inc(total)
 
 
 def worst(statuses: list[str]) -> str:

@@ -64,8 +64,11 @@ def test_the_endpoint_answers_the_operators_questions(relay_factory, clamd, dns_
         client.login(f"annv@{DOMAIN}", PASSWORD)
     wait_for(lambda: relay.maildir("ubnd@dienbien.gov.vn"))
 
+    # policy timings are written at most a second after they are taken (BatchedHistogram)
     s = wait_for(lambda: (got := scrape(port)) and value(
-        got, "relay_archive_unsigned_entries") == 1 and got, timeout=20)
+        got, "relay_archive_unsigned_entries") == 1 and value(
+        got, "relay_policy_duration_seconds_count", policy="headers", stage="data") and got,
+        timeout=20)
     count = "_count"
     assert value(s, "relay_transaction_duration_seconds" + count,
                  listener="mx", action="accept") == 1
@@ -182,3 +185,34 @@ def test_definitions_work_in_multiprocess_mode(tmp_path):
                  .package_version(), python=".".join(map(str, sys.version_info[:3]))) == 1
     # live* gauges of exited processes are dropped by mark_process_dead, not by reading
     assert os.listdir(tmp_path)
+
+
+async def test_batched_observations_land_in_the_buckets_observe_would_choose():
+    """The engine's policy timers add up in process and write once a second: the child
+    then holds what Histogram.observe would have written, bucket by bucket."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from relay.metrics import FAST_BUCKETS, BatchedHistogram
+
+    registry = CollectorRegistry()
+    direct = Histogram("direct", "d", buckets=FAST_BUCKETS, registry=registry)
+    batched_child = Histogram("batched", "b", buckets=FAST_BUCKETS, registry=registry)
+    batched = BatchedHistogram(batched_child)
+    samples = [0.0, 0.0005, 0.00051, 0.001, 0.003, 0.2, 9.9, 10.0, 42.0] * 3
+
+    def buckets(name: str) -> list[tuple[str, float]]:
+        return [(s.labels["le"], s.value) for m in registry.collect() if m.name == name
+                for s in m.samples if s.name.endswith("_bucket")]
+
+    for seconds in samples:
+        direct.observe(seconds)
+        batched.observe(seconds)
+    assert registry.get_sample_value("batched_count") == 0  # not written yet
+    await asyncio.sleep(1.2)
+    assert buckets("batched") == buckets("direct")
+    assert registry.get_sample_value("batched_sum") == pytest.approx(sum(samples))
+    batched.observe(0.002)  # a new batch after the flush
+    await asyncio.sleep(1.2)
+    assert registry.get_sample_value("batched_count") == len(samples) + 1
