@@ -91,20 +91,26 @@ class Front:
         await self._stop(listening)
 
     async def _listen(self) -> None:
-        while line := await self.control.reader.readline():
-            message = json.loads(line)
-            op = message.get("op")
-            if op == "admitted":
-                self.control.answered(message["seq"], message.get("why"))
-            elif op == "ping":
-                self.control.send({"op": "pong"})
-            elif op == "reload":
-                await self._reload(message)
-            elif op == "reopen" and self.hub.decisions is not None:  # logrotate (SIGUSR2)
-                self.hub.decisions.reopen()
-            elif op == "stop":
-                break
-        self.stopping.set()  # asked to, or the supervisor is gone
+        try:
+            while line := await self.control.reader.readline():
+                message = json.loads(line)
+                op = message.get("op")
+                if op == "admitted":
+                    self.control.answered(message["seq"], message.get("why"))
+                elif op == "ping":
+                    self.control.send({"op": "pong"})
+                elif op == "reload":
+                    await self._reload(message)
+                elif op == "reopen" and self.hub.decisions is not None:  # SIGUSR2
+                    self.hub.decisions.reopen()
+                elif op == "stop":
+                    break
+        except (ConnectionError, ValueError) as exc:
+            # a supervisor that died before this front was ready resets the channel (the
+            # "ready" line met a closed socket) rather than closing it
+            log.warning("front %d: control channel broken: %s", self.index, exc)
+        finally:
+            self.stopping.set()  # asked to, or the supervisor is gone
 
     async def _reload(self, message: dict[str, Any]) -> None:
         try:

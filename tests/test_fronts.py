@@ -160,3 +160,43 @@ def test_reload_reaches_every_front(relay_factory):
     relay.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: relay.log.read_text().count("configuration reloaded") >= 3, timeout=30)
     assert refused() == 0
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+
+
+def test_a_supervisor_killed_while_its_fronts_start_leaves_no_process(relay_factory):
+    """The supervisor dies (SIGKILL, or SIGTERM before its handlers are in place) while
+    the fronts are still starting: their "ready" meets a closed channel, and they stop
+    (they used to serve on, orphaned, holding the port)."""
+    relay = relay_factory(start=False, server={"workers": 2})
+    relay.start_process()  # not waiting for the pid file: the fronts are starting
+    assert relay.proc is not None
+    seen = wait_for(lambda: len(fronts(relay)) == 2 and descendants(relay.proc.pid),
+                    timeout=30, interval=0.01)
+    assert not (relay.state / "relay.pid").exists(), "too late: the relay was ready"
+    relay.proc.kill()
+    relay.proc.wait(10)
+    left = wait_for(lambda: not any(alive(p) for p in seen) or None, timeout=30)
+    assert left, [p for p in seen if alive(p)]
