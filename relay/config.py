@@ -40,6 +40,10 @@ EX_CONFIG = 78  # sysexits.h: configuration error; systemd is told not to restar
 DEFAULT_POLICIES = ("headers",)
 
 
+# a DKIM selector as [dkim_signing] and `relay dkim --selector` take it: one DNS label's
+# characters (and dots), never a path (it names the key file)
+SELECTOR_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$"
+
 class ConfigError(Exception):
     """Invalid configuration; str() is the message an administrator sees."""
 
@@ -413,7 +417,7 @@ class DkimSigningConfig(Section):
     is DKIM-signed (RFC 6376) as it leaves for another domain."""
 
     enabled: StrictBool = False
-    selector: StrictStr = Field("relay", pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+    selector: StrictStr = Field("relay", pattern=SELECTOR_PATTERN)
     # relative to state_dir; {domain} and {selector} are filled in
     key: StrictStr = "dkim/{domain}.{selector}.key"
     domains: list[Domain] = []  # empty: every local domain

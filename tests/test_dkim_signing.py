@@ -95,6 +95,14 @@ def test_keygen_writes_a_private_key_and_refuses_to_overwrite(tmp_path):
     assert shown.stdout.decode() == record
     bad = run_cli("dkim", "keygen", "--domain", "not a domain", "-c", str(cfg))
     assert bad.returncode == 2
+    # the selector names the key file: no path in it, for keygen as for record
+    for command in ("keygen", "record"):
+        for selector in ("../../outside", "a/b", ".hidden", "x" * 64, "s\x1b[2J"):
+            bad = run_cli("dkim", command, "--domain", DOMAIN, "--selector", selector, "-c",
+                          str(cfg))
+            assert bad.returncode == 2 and b"--selector" in bad.stderr, (command, selector)
+    assert sorted(p.name for p in (tmp_path / "var").rglob("*.key")) == [key.name]
+    assert not (tmp_path / "outside.key").exists()
 
 
 def test_relay_signs_outbound_after_tcvn_conversion_and_it_verifies(relay_factory, sink):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
 from relay.cli.common import config_option, load_config
-from relay.config import check_domain
+from relay.config import SELECTOR_PATTERN, check_domain
 from relay.mailauth.signing import generate, public_der, zone_record
 
 
@@ -23,10 +24,17 @@ def _domain(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
+def _selector(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(SELECTOR_PATTERN, value):
+        raise click.BadParameter("letters, digits, '.', '_' and '-', starting with a letter "
+                                 "or digit, at most 63 (it names the key file)")
+    return value
+
+
 @dkim.command("keygen")
 @config_option
 @click.option("--domain", required=True, callback=_domain, help="The signing domain (d=).")
-@click.option("--selector", default=None,
+@click.option("--selector", default=None, callback=_selector,
               help="The selector (s=); default: [dkim_signing] selector.")
 @click.option("--bits", default=2048, show_default=True, type=click.Choice(["2048", "3072",
                                                                              "4096"]))
@@ -53,7 +61,8 @@ def keygen(config_path: Path | None, domain: str, selector: str | None, bits: st
 @dkim.command("record")
 @config_option
 @click.option("--domain", required=True, callback=_domain)
-@click.option("--selector", default=None, help="Default: [dkim_signing] selector.")
+@click.option("--selector", default=None, callback=_selector,
+              help="Default: [dkim_signing] selector.")
 def record(config_path: Path | None, domain: str, selector: str | None) -> None:
     """Print the TXT record of an existing key."""
     config = load_config(config_path)
