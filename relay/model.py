@@ -117,6 +117,9 @@ def ascii_fold(text: str) -> str:
     return folded.encode("ascii", "replace").decode("ascii")
 
 
+MAX_REPLY_LINE = 510  # octets of one reply line before its CRLF
+
+
 @dataclass(frozen=True)
 class Reply:
     """One SMTP reply. `lines` are shown one per line of a multi-line reply."""
@@ -146,7 +149,12 @@ class Reply:
         for i, line in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
             status = f"{self.status} " if self.status else ""
-            out.append(f"{self.code}{sep}{status}{line}".rstrip())
+            text = f"{self.code}{sep}{status}{line}".rstrip()
+            # RFC 5321 4.5.3.1.5: 512 octets with the CRLF (a long address or file name
+            # is cut, on a character boundary); 127 characters cannot be longer
+            if len(text) > MAX_REPLY_LINE // 4 and len(text.encode()) > MAX_REPLY_LINE:
+                text = text.encode()[:MAX_REPLY_LINE - 3].decode("utf-8", "ignore") + "..."
+            out.append(text)
         return "\r\n".join(out)
 
     def __str__(self) -> str:

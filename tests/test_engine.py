@@ -111,3 +111,27 @@ def test_human_output_explains(tmp_path):
                      "ubnd@dienbien.gov.vn", str(msg))
     text = result.stdout.decode()
     assert "Decision: REJECT" in text and "headers.missing" in text and "Điều 5.1" in text
+
+
+def test_no_reply_line_passes_512_octets_whatever_it_quotes():
+    """RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF, also when it
+    quotes a client's very long address or file name, in UTF-8 or folded to ASCII."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from relay.model import Reply
+
+    @settings(max_examples=300, deadline=None)
+    @given(lines=st.lists(st.text(min_size=0, max_size=1500), min_size=1, max_size=3),
+           utf8=st.booleans())
+    def check(lines: list[str], utf8: bool) -> None:
+        rendered = Reply(550, "5.1.1", tuple(lines)).render(utf8).split("\r\n")
+        assert len(rendered) == len(lines)
+        for i, line in enumerate(rendered):
+            assert len((line + "\r\n").encode()) <= 512, len(line.encode())
+            assert line.startswith("550 " if i == len(lines) - 1 else "550-")
+            assert utf8 or line.isascii()
+
+    check()
+    long = Reply(550, "5.1.1", ("<" + "đ" * 400 + "@dienbien.gov.vn>: Không có hộp thư",))
+    assert long.render(True).endswith("...") and long.render(False).startswith("550 5.1.1 <ddd")
