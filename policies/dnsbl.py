@@ -8,8 +8,9 @@ refused, over quota), are not listings: they are logged and count as DNS trouble
 
 `stage = "rcpt"` (default) asks at the first RCPT, so a logged-in or trusted
 client is never asked about and the refusal is per recipient; `"connect"` refuses
-at the greeting (trusted clients excepted: nobody has logged in yet), as Postfix's
-postscreen does. The RHSBL needs the sender, so it is always at RCPT.
+at the greeting (trusted clients excepted: nobody has logged in yet), on the MX
+listener only, as Postfix's postscreen does (submission users log in after it).
+The RHSBL needs the sender, so it is always at RCPT.
 
 Codes: `dnsbl.listed` (the reply names the list), `dnsbl.temperror` (a list did
 not answer; tempfail by default: `"dnsbl.temperror" = "log"` lets mail through
@@ -101,7 +102,8 @@ class DnsblPolicy(Policy):
                     ) -> Sequence[Finding]:
         opts = self.opts
         if stage is Stage.CONNECT:
-            if opts.stage != "connect" or tx.trusted:
+            # postscreen's place: the MX; on submission and smtps users log in after this
+            if opts.stage != "connect" or tx.trusted or tx.listener_kind != "mx":
                 return []
             return await self._client(tx, None)
         if not applies(tx):

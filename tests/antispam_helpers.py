@@ -133,7 +133,8 @@ async def transact(policies: dict[str, dict[str, Any]], dns_address: str, sender
                    recipients: list[str], raw: bytes, client_ip: str = GOOD_IP,
                    helo: str = "mail.example.test", auth: str | None = None,
                    settings: dict[str, Any] | None = None, timeout: float = 2.0,
-                   inline: bool = True) -> tuple[Transaction, Result]:
+                   inline: bool = True, listener_kind: str | None = None
+                   ) -> tuple[Transaction, Result]:
     """One transaction through every stage (`relay.transaction.walk`), from CLIENT_IP."""
     state = tempfile.mkdtemp(prefix="relay-antispam-")
     settings = settings or {}
@@ -145,7 +146,7 @@ async def transact(policies: dict[str, dict[str, Any]], dns_address: str, sender
         "policies": policies})
     runtime = await Runtime.build(config, archive=False, inline=inline)
     tx = Transaction(client_ip=client_ip, helo=helo, auth_login=auth,
-                     listener_kind="submission" if auth else "mx",
+                     listener_kind=listener_kind or ("submission" if auth else "mx"),
                      trusted=config.is_trusted(client_ip))
     conversation = Conversation(Hub(runtime), tx)
     try:

@@ -58,6 +58,16 @@ async def test_listed_client_refused_at_connect(dns_server):
     assert "bl.test" in out.reply.render()
 
 
+@pytest.mark.parametrize("kind", ["submission", "smtps"])
+async def test_connect_stage_leaves_the_login_listeners_alone(dns_server, kind):
+    """Like postscreen, which guards port 25 only: on submission a user on a listed
+    address (home and mobile ranges are listed, Spamhaus PBL) logs in after the
+    greeting; refusing the connection would lock them out."""
+    tx, out = await run(dns_server, {"stage": "connect"}, LISTED_IP, listener_kind=kind)
+    assert out.stage != "connect" and out.reply.positive
+    assert not any(q.endswith(".bl.test. A") for q in dns_server.queries)
+
+
 async def test_clean_client_accepted(dns_server):
     tx, out = await run(dns_server, {}, GOOD_IP)
     assert out.verdict.outcome == "accept" and codes(tx) == []
