@@ -395,8 +395,8 @@ class _Session:
         while True:
             try:
                 line = await self.reader.readline()
-            except ConnectionResetError as exc:
-                line, reset = b"", exc
+            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+                line, reset = b"", exc  # the pipelined write met a closed session
             else:
                 reset = None
             if not line:
