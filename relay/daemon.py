@@ -155,10 +155,16 @@ class Daemon:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def handle_signals(self) -> None:
+    def stop_on_signals(self) -> None:
+        """SIGTERM and SIGINT, from the first moment: one that comes while the front
+        processes start stops them too (the default action killed this process alone)."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+
+    def handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stop_on_signals()
         loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self.reload()))
         # logrotate's postrotate (no copytruncate): write to a new decision-log file
         loop.add_signal_handler(signal.SIGUSR2, self.reopen_logs)

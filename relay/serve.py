@@ -54,6 +54,7 @@ class Server(Daemon):
     supervisor: Supervisor | None = None
 
     async def main(self) -> None:
+        self.stop_on_signals()
         config = self.config
         # file and database work (fsyncs, SQLite commits) waits on the disk, not the CPU:
         # more threads than asyncio's default (cores + 4) keep sessions from queueing
@@ -92,10 +93,11 @@ class Server(Daemon):
 
         self.handle_signals()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, runner.rescan)
-        sd_notify(f"READY=1\nSTATUS=accepting mail on {len(config.listeners)} listeners, "
-                  f"{fronts} front processes\nMAINPID={os.getpid()}")
-        log.info("relay ready: %d listeners, %d front processes, %d policies, state in %s",
-                 len(config.listeners), fronts, len(self.policies), config.state_path)
+        if not self.stopping.is_set():  # not told to stop while starting
+            sd_notify(f"READY=1\nSTATUS=accepting mail on {len(config.listeners)} listeners, "
+                      f"{fronts} front processes\nMAINPID={os.getpid()}")
+            log.info("relay ready: %d listeners, %d front processes, %d policies, state in %s",
+                     len(config.listeners), fronts, len(self.policies), config.state_path)
         await self.stopping.wait()
 
         sd_notify("STOPPING=1")

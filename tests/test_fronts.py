@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.relayproc import free_port, wait_for
 
 RCPT = "an@dienbien.gov.vn"
@@ -186,17 +188,22 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_a_supervisor_killed_while_its_fronts_start_leaves_no_process(relay_factory):
-    """The supervisor dies (SIGKILL, or SIGTERM before its handlers are in place) while
-    the fronts are still starting: their "ready" meets a closed channel, and they stop
-    (they used to serve on, orphaned, holding the port)."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_supervisor_stopped_while_its_fronts_start_leaves_no_process(relay_factory, sig):
+    """SIGKILL while the fronts are still starting: their "ready" meets a closed
+    channel, and they stop (they used to serve on, orphaned, holding the port).
+    SIGTERM then (systemctl stop during start-up): a graceful stop, exit status 0
+    (the default action used to kill the supervisor alone)."""
     relay = relay_factory(start=False, server={"workers": 2})
     relay.start_process()  # not waiting for the pid file: the fronts are starting
     assert relay.proc is not None
     seen = wait_for(lambda: len(fronts(relay)) == 2 and descendants(relay.proc.pid),
                     timeout=30, interval=0.01)
     assert not (relay.state / "relay.pid").exists(), "too late: the relay was ready"
-    relay.proc.kill()
-    relay.proc.wait(10)
+    relay.proc.send_signal(sig)
+    status = relay.proc.wait(60)
+    assert status == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
     left = wait_for(lambda: not any(alive(p) for p in seen) or None, timeout=30)
     assert left, [p for p in seen if alive(p)]
+    if sig == signal.SIGTERM:
+        assert "relay ready" not in relay.log.read_text()

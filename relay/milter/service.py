@@ -38,6 +38,7 @@ class MilterService(Daemon):
     supervisor: Supervisor | None = None
 
     async def main(self) -> int:
+        self.stop_on_signals()
         config = self.config
         config.state_path.mkdir(parents=True, exist_ok=True, mode=0o750)
         bind = config.milter_bind
@@ -65,10 +66,11 @@ class MilterService(Daemon):
                                          lambda queue_id: None)
             await self.supervisor.start()
         self.handle_signals()
-        sd_notify(f"READY=1\nSTATUS=milter on {bind}, {processes} processes\n"
-                  f"MAINPID={os.getpid()}")
-        log.info("relay milter ready on %s: %d processes, %d policies", bind, processes,
-                 len(self.policies))
+        if not self.stopping.is_set():  # not told to stop while starting
+            sd_notify(f"READY=1\nSTATUS=milter on {bind}, {processes} processes\n"
+                      f"MAINPID={os.getpid()}")
+            log.info("relay milter ready on %s: %d processes, %d policies", bind, processes,
+                     len(self.policies))
         await self.stopping.wait()
         sd_notify("STOPPING=1")
         if self.supervisor is not None:
