@@ -355,6 +355,9 @@ class StreamBackend:
         self._idle.clear()
 
 
+MAX_REPLY_LINES = 100  # a reply of more is a broken (or hostile) server, not a long one
+
+
 class _Closed(ConnectionError):
     """The server closed the session before it answered anything of this message."""
 
@@ -390,9 +393,13 @@ class _Session:
         return replies
 
     async def reply(self) -> tuple[int, str]:
-        """One reply, its lines joined by newlines (EHLO's list their extensions)."""
-        lines = []
+        """One reply, its lines joined by newlines (EHLO's list their extensions). A
+        server's lines are bounded like a client's: each by the reader's limit (64 KiB),
+        their number by MAX_REPLY_LINES."""
+        lines: list[str] = []
         while True:
+            if len(lines) >= MAX_REPLY_LINES:
+                raise ConnectionError(f"a reply of more than {MAX_REPLY_LINES} lines")
             try:
                 line = await self.reader.readline()
             except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:

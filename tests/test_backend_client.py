@@ -101,3 +101,45 @@ async def test_pipelined_messages_arrive_whole_and_once(smtp_sink: SmtpSink):
         # dot-stuffed on the wire: the server's unstuffing gives the line back (the dump
         # has the server's own line ends)
         assert b"\n\n.a line that begins with a dot\nbare LF line ends\nlast line\n" in dump
+
+
+# --- faults a real server cannot be made to show -------------------------------------------
+HOSTILE = {
+    # greets, then never answers EHLO: the timeout ends it
+    "hangs": [b"220 hostile ESMTP\r\n"],
+    # a reply that never ends: bounded by line count, not by memory
+    "endless": [b"220 hostile ESMTP\r\n"] + [b"250-PIPELINING\r\n"] * 5000,
+    # one line longer than the reader's limit
+    "long line": [b"220 " + b"x" * 200_000 + b"\r\n"],
+    # not SMTP at all, with a terminal escape in it
+    "garbage": [b"HTTP/1.1 400 Bad\x1b[2J\r\n"],
+}
+
+
+@pytest.mark.parametrize("mode", list(HOSTILE))
+async def test_a_broken_backend_is_a_temporary_failure_bounded_in_time_and_text(mode: str):
+    import asyncio
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for chunk in HOSTILE[mode]:
+            writer.write(chunk)
+        await writer.drain()
+        await asyncio.sleep(30)  # and then nothing
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = StreamBackend("127.0.0.1", port, "mail.dienbien.gov.vn", 1.0, 1, lmtp=False)
+    env = QueueEnvelope(queue_id=new_id(), sender="an@example.org", recipients=["u@x.org"])
+    started = time.monotonic()
+    results = await backend.deliver(env, MESSAGE % 0, ["u@x.org"])
+    elapsed = time.monotonic() - started
+    assert elapsed < 5
+    [result] = results.values()
+    if mode == "endless":  # ended by the bound on lines, before the 1 s timeout
+        assert "more than 100 lines" in result.reply and elapsed < 0.9, (elapsed, result)
+    assert result.status == "temporary", result
+    assert len(result.reply) < 400 and "\x1b" not in result.reply, result.reply
+    assert backend._idle == []  # a broken session is not kept
+    await backend.close()
+    server.close()
