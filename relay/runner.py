@@ -46,9 +46,6 @@ class QueueRunner:
         self._unsaved: dict[str, State] = {}
         self._errors: dict[str, int] = {}
         self._gauges = queue_metrics()
-        # delivered messages waiting for their files to be removed (see _remove)
-        self._removals: list[tuple[str, bool, asyncio.Future[None]]] = []
-        self._remover: asyncio.Task[None] | None = None
         self._gauged = 0.0  # monotonic time the gauges were last set
 
     def submit(self, queue_id: str) -> None:
@@ -223,46 +220,15 @@ class QueueRunner:
             for rcpt in unnotified:
                 state.recipients[rcpt].notified = True
         if not state.pending(env):
-            await self._remove(qid, state_saved)
+            # in a thread: on ext4 an unlink waits for the journal commit the fronts'
+            # fsyncs start (py-spy found the loop blocked there a quarter of the time)
+            await asyncio.to_thread(self.spool.remove, qid, state_saved)
             self._forget(qid)
             maillog.removed(qid)
             return
         await asyncio.to_thread(self.spool.save_state, qid, state)
         del self._unsaved[qid]
         self._due[qid] = state.next_attempt
-
-    async def _remove(self, qid: str, state_saved: bool) -> None:
-        """Remove a delivered message's files. Not on the event loop: on ext4 an unlink
-        waits for the journal commit the fronts' fsyncs start (py-spy found this loop
-        blocked there a quarter of the time); and not a thread hop each: the removals
-        that come due while one batch runs go together in the next."""
-        done = asyncio.get_running_loop().create_future()
-        self._removals.append((qid, state_saved, done))
-        if self._remover is None or self._remover.done():
-            self._remover = asyncio.create_task(self._remove_batches())
-        await done
-
-    async def _remove_batches(self) -> None:
-        while self._removals:
-            batch, self._removals = self._removals, []
-            failures = await asyncio.to_thread(self._remove_now, [(q, s) for q, s, _ in batch])
-            for (_, _, done), failure in zip(batch, failures, strict=True):
-                if done.done():
-                    continue
-                if failure is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(failure)
-
-    def _remove_now(self, batch: list[tuple[str, bool]]) -> list[Exception | None]:
-        failures: list[Exception | None] = []
-        for qid, state_saved in batch:
-            try:
-                self.spool.remove(qid, state_saved)
-                failures.append(None)
-            except Exception as exc:  # the attempt's own error handling decides
-                failures.append(exc)
-        return failures
 
     async def _bounce(self, env: QueueEnvelope, data: bytes, failures: dict[str, str],
                       expired: bool) -> None:
