@@ -128,6 +128,7 @@ class RoundResult:
     probe_failed: int
     dns_queries: int
     background_cpu_seconds: float  # the other stacks meanwhile: idle, or a disturbance
+    machine: tuple[float, float] = (0.0, 0.0)  # (busy, idle) CPU seconds of the whole machine
     error: str | None = None
 
 
@@ -306,6 +307,17 @@ def cpu_sample(setup: Setup) -> dict[str, float]:
     return {part: stacks.tree_cpu_seconds(roots()) for part, roots in setup.components.items()}
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine since boot: busy counts what no
+    process is charged with too (the journal's commits, softirqs of loopback TCP), idle
+    counts I/O wait, so a setup that leaves cores idle is bound by latency, not CPU."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, (idle + iowait) / tick
+
+
 def others_cpu(setup: Setup, ctx: Context) -> float:
     """CPU seconds so far of every stack but this one (idle ones should stay near zero)."""
     mine = {pid for roots in setup.components.values() for pid in roots()}
@@ -370,6 +382,7 @@ async def run_round(setup: Setup, sessions: int, messages: int, ctx: Context) ->
     source.append(f"127.0.0.1:{setup.port}")
     cpu0, arrived0, dns0 = cpu_sample(setup), sink.count, ctx.dns.total
     background0 = others_cpu(setup, ctx)
+    machine0 = machine_cpu()
     error: str | None = None
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -393,6 +406,7 @@ async def run_round(setup: Setup, sessions: int, messages: int, ctx: Context) ->
                                    args.drain_timeout if error is None else 5)
     end_to_end = time.monotonic() - started
     cpu1 = cpu_sample(setup)
+    machine1 = machine_cpu()
     background = others_cpu(setup, ctx) - background0
     return RoundResult(
         setup=setup.name, sessions=sessions, messages=messages,
@@ -400,7 +414,8 @@ async def run_round(setup: Setup, sessions: int, messages: int, ctx: Context) ->
         delivered=sink.count - arrived0, expected=expected,
         cpu_seconds={part: cpu1[part] - cpu0[part] for part in cpu0},
         latencies_ms=latencies, probe_failed=probe_failed,
-        dns_queries=ctx.dns.total - dns0, background_cpu_seconds=background, error=error)
+        dns_queries=ctx.dns.total - dns0, background_cpu_seconds=background,
+        machine=(machine1[0] - machine0[0], machine1[1] - machine0[1]), error=error)
 
 
 async def sanity(setup: Setup, ctx: Context) -> list[str]:
@@ -467,6 +482,10 @@ def summarise(rounds: list[RoundResult]) -> dict[str, Any]:
                                  for r in rounds],
         "dns_queries": sum(r.dns_queries for r in rounds),
         "background_cpu_s": sum(r.background_cpu_seconds for r in rounds),
+        "machine_ms_per_message": 1000 * sum(r.machine[0] for r in rounds) / handled
+        if handled else None,
+        "machine_idle_share": sum(r.machine[1] for r in rounds)
+        / (sum(sum(r.machine) for r in rounds) or 1),
         "errors": [r.error for r in rounds if r.error],
     }
 
@@ -524,13 +543,17 @@ def print_report(report: dict[str, Any]) -> None:
     for sessions, table in report["results"].items():
         print(f"\n{sessions} sessions")
         print(f"  {'setup':22} {'accepted/s':>10} {'e2e/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'CPU ms/msg':>10}  delivered")
+              f"{'CPU ms/msg':>10} {'machine':>7} {'idle':>5}  delivered")
         for name, s in table.items():
             parts = ", ".join(f"{p} {v:.2f}" for p, v in s["cpu_ms_per_message_by_part"].items())
             note = f"  ERRORS: {'; '.join(s['errors'])[:200]}" if s["errors"] else ""
+            idle = s.get("machine_idle_share")  # runs saved before it was measured lack it
             print(f"  {name:22} {s['accepted_per_s']:10.0f} {fmt(s['end_to_end_per_s'], '8.0f')} "
                   f"{fmt(s['p50_ms'], '7.1f')} {fmt(s['p99_ms'], '7.1f')} "
-                  f"{fmt(s['cpu_ms_per_message'], '10.2f')}  {s['delivered']}/{s['expected']}"
+                  f"{fmt(s['cpu_ms_per_message'], '10.2f')} "
+                  f"{fmt(s.get('machine_ms_per_message'), '7.2f')} "
+                  f"{fmt(idle and 100 * idle, '4.0f')}%"
+                  f"  {s['delivered']}/{s['expected']}"
                   f"  ({parts}){note}")
         for key, r in report["ratios"].get(sessions, {}).items():
             print(f"  ratio {key:38} {r['value']:.2f} end to end "
