@@ -25,7 +25,7 @@ from relay.config import Config
 from relay.durable import fsync_dir, write_durably
 from relay.files import private_dir
 from relay.mailauth.signing import Signer, SigningError
-from relay.metrics import DELIVERY_SECONDS, worst
+from relay.metrics import DELIVERY_SECONDS, batched_histogram, worst
 from relay.spool import QueueEnvelope
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,20 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def crlf(data: bytes) -> bytes:
-    data = _LINE_ENDINGS.sub(b"\r\n", data)
+    """Every line ending CRLF, the last line ended. What the spool holds already is
+    (relay.smtpdata normalises): counting is C-fast, a substitution at each line was an
+    eighth of the queue runner's CPU."""
+    lines = data.count(b"\r\n")
+    if data.count(b"\r") != lines or data.count(b"\n") != lines:
+        data = _LINE_ENDINGS.sub(b"\r\n", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """RFC 5321 4.5.2: a line that begins with a dot gets a second one (few do)."""
+    if data.startswith(b".") or b"\n." in data:
+        return _LEADING_DOT.sub(b"..", data)
+    return data
 
 
 @dataclass(frozen=True)
@@ -333,7 +345,7 @@ class StreamBackend:
                 results.update({r: result_for_code(*data_reply) for r in accepted})
             return False  # the session is mid-transaction (or was told DATA with no one)
         async with asyncio.timeout(self.timeout):
-            session.writer.write(_LEADING_DOT.sub(b"..", crlf(data)) + b".\r\n")
+            session.writer.write(dot_stuffed(crlf(data)) + b".\r\n")
             await session.writer.drain()
             if self.lmtp:  # RFC 2033 4.2: one reply per accepted recipient, in order
                 for rcpt in accepted:
@@ -515,8 +527,8 @@ class Router:
                      recipients: list[str]) -> dict[str, Result]:
         started = time.monotonic()
         results = await guarded(backend, env, data, recipients)
-        DELIVERY_SECONDS.labels(route, worst([r.status for r in results.values()])).observe(
-            time.monotonic() - started)
+        batched_histogram(DELIVERY_SECONDS, route, worst([r.status for r in results.values()])
+                          ).observe(time.monotonic() - started)
         return results
 
     def describe(self, recipient: str) -> tuple[str, str]:

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from relay.delivery import StreamBackend
+from relay.delivery import _LEADING_DOT, _LINE_ENDINGS, StreamBackend, crlf, dot_stuffed
 from relay.model import new_id
 from relay.spool import QueueEnvelope
 from tests.fixtures.relayproc import free_port, wait_for
@@ -101,6 +103,17 @@ async def test_pipelined_messages_arrive_whole_and_once(smtp_sink: SmtpSink):
         # dot-stuffed on the wire: the server's unstuffing gives the line back (the dump
         # has the server's own line ends)
         assert b"\n\n.a line that begins with a dot\nbare LF line ends\nlast line\n" in dump
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.", b"xy"]),
+                max_size=40).map(b"".join))
+def test_the_wire_form_is_what_the_substitutions_would_make(data: bytes):
+    """crlf() and dot_stuffed() skip their substitutions when counting shows nothing to
+    change: the result must be the one the substitutions give, for any mix of endings."""
+    ended = _LINE_ENDINGS.sub(b"\r\n", data)
+    ended = ended if ended.endswith(b"\r\n") else ended + b"\r\n"
+    assert crlf(data) == ended
+    assert dot_stuffed(ended) == _LEADING_DOT.sub(b"..", ended)
 
 
 # --- faults a real server cannot be made to show -------------------------------------------
