@@ -12,7 +12,13 @@ from typing import Any
 
 from relay import maillog
 from relay.files import private_dir
-from relay.metrics import FINDINGS, TRANSACTION_SECONDS, TRANSACTIONS
+from relay.metrics import (
+    FINDINGS,
+    TRANSACTION_SECONDS,
+    TRANSACTIONS,
+    batched_counter,
+    batched_histogram,
+)
 from relay.model import Outcome, Reply, Transaction
 
 MAX_LISTED = 50  # findings and recipients listed per line; the rest is counted
@@ -59,11 +65,11 @@ class DecisionLog:
 
     def write(self, tx: Transaction, outcome: Outcome, reply: Reply | str) -> None:
         entry = record(tx, outcome, reply)
-        TRANSACTIONS.labels(entry["listener"], entry["action"]).inc()
-        TRANSACTION_SECONDS.labels(entry["listener"], entry["action"]).observe(
+        batched_counter(TRANSACTIONS, entry["listener"], entry["action"]).inc()
+        batched_histogram(TRANSACTION_SECONDS, entry["listener"], entry["action"]).observe(
             max(0.0, time.time() - tx.started))
         for f in entry["findings"]:
-            FINDINGS.labels(f["policy"], f["code"], f["action"]).inc()
+            batched_counter(FINDINGS, f["policy"], f["code"], f["action"]).inc()
         # text from a client may hold lone surrogates (undecodable bytes): they are written
         # as \udcXX escapes, which is valid JSON; a line never fails to encode
         line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n"

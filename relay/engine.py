@@ -19,7 +19,7 @@ from relay.address import mailbox_name, sender_routing, valid_address
 from relay.config import Config
 from relay.mailauth import authresults
 from relay.message import Message, MessageTooComplex
-from relay.metrics import POLICY_SECONDS, BatchedHistogram
+from relay.metrics import POLICY_SECONDS, batched_histogram
 from relay.model import (
     ACTION_STRENGTH,
     Action,
@@ -130,10 +130,9 @@ class Engine:
         self._by_stage = {
             stage: [p for p in self.policies if stage in p.stages] for stage in Stage
         }
-        # each policy's histogram child, found once: .labels() is a lock and a dict
-        # look-up, and _decide runs it for every policy at every stage of every message
-        self._timers = {(p.name, stage):
-                        BatchedHistogram(POLICY_SECONDS.labels(p.name, stage.value))
+        # each policy's histogram child, found once: _decide runs it for every policy
+        # at every stage of every message
+        self._timers = {(p.name, stage): batched_histogram(POLICY_SECONDS, p.name, stage.value)
                         for stage, stage_policies in self._by_stage.items()
                         for p in stage_policies}
         # a policy that writes our Authentication-Results is on: remove forged ones

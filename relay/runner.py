@@ -16,7 +16,7 @@ from relay import maillog
 from relay.config import Config
 from relay.delivery import Router
 from relay.dsn import build_dsn
-from relay.metrics import DELIVERIES, age_of_id, queue_metrics
+from relay.metrics import DELIVERIES, age_of_id, batched_counter, queue_metrics
 from relay.model import new_id
 from relay.spool import QueueEnvelope, RecipientState, Spool, State
 
@@ -187,7 +187,7 @@ class QueueRunner:
         now = time.time()
         for rcpt in pending:
             result = results[rcpt]
-            DELIVERIES.labels(result.status).inc()
+            batched_counter(DELIVERIES, result.status).inc()
             maillog.delivered(qid, rcpt, result.status, result.reply,
                               *self.router.describe(rcpt), now - env.arrival_time,
                               transmission)

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from relay.body import Body
 from relay.config import Config, ListenerConfig
 from relay.message import MAX_HEADER_BYTES
-from relay.metrics import CONNECTIONS, REFUSED_CONNECTIONS
+from relay.metrics import CONNECTIONS, REFUSED_CONNECTIONS, batched_counter
 from relay.model import Outcome, Reply, Transaction, safe_line
 from relay.smtpdata import END, DataStream, MsaHeaders
 from relay.transaction import Conversation, Hub
@@ -116,7 +116,7 @@ class RelaySMTP(SMTP):
             client_port=port, tls=self.implicit_tls, trusted=config.is_trusted(ip),
         )
         self.conversation = conversation = Conversation(hub, tx)
-        CONNECTIONS.inc()
+        batched_counter(CONNECTIONS).inc()
         try:
             reply = await conversation.connect()
             if reply is not None:
@@ -126,7 +126,7 @@ class RelaySMTP(SMTP):
                 return
             await super()._handle_client()
         finally:
-            CONNECTIONS.dec()
+            batched_counter(CONNECTIONS).dec()
             conversation.close()
 
     def _reset_timeout(self, duration: float | None = None) -> None:

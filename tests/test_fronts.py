@@ -10,12 +10,11 @@ import smtplib
 import socket
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.relayproc import free_port, wait_for
+from tests.fixtures.relayproc import free_port, metrics_page, wait_for
 
 RCPT = "an@dienbien.gov.vn"
 
@@ -92,8 +91,8 @@ def test_two_fronts_serve_and_one_runner_delivers_each_message_once(relay_factor
     assert sorted(delivered(relay)) == list(range(60))
     log = relay.log.read_text()
     assert "relay.smtp[front1]: queue" in log and "relay.smtp[front2]: queue" in log
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert 'relay_transactions_total{action="accept",listener="mx"} 60.0' in text
+    accepted = 'relay_transactions_total{action="accept",listener="mx"} 60.0'
+    assert accepted in metrics_page(port, accepted)
 
 
 def test_sigkill_of_a_front_loses_no_accepted_message(relay_factory):

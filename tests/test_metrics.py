@@ -64,11 +64,14 @@ def test_the_endpoint_answers_the_operators_questions(relay_factory, clamd, dns_
         client.login(f"annv@{DOMAIN}", PASSWORD)
     wait_for(lambda: relay.maildir("ubnd@dienbien.gov.vn"))
 
-    # policy timings are written at most a second after they are taken (BatchedHistogram)
+    # counts on the message path are written at most a second after they are taken
+    # (relay.metrics.batched_*): the last of each kind is waited for
     s = wait_for(lambda: (got := scrape(port)) and value(
         got, "relay_archive_unsigned_entries") == 1 and value(
-        got, "relay_policy_duration_seconds_count", policy="headers", stage="data") and got,
-        timeout=20)
+        got, "relay_policy_duration_seconds_count", policy="headers", stage="data") and value(
+        got, "relay_transactions_total", listener="mx", action="reject") and value(
+        got, "relay_delivery_duration_seconds_count", route="maildir", status="delivered")
+        and got, timeout=20)
     count = "_count"
     assert value(s, "relay_transaction_duration_seconds" + count,
                  listener="mx", action="accept") == 1
@@ -216,3 +219,31 @@ async def test_batched_observations_land_in_the_buckets_observe_would_choose():
     batched.observe(0.002)  # a new batch after the flush
     await asyncio.sleep(1.2)
     assert registry.get_sample_value("batched_count") == len(samples) + 1
+
+
+def test_batched_counts_are_written_on_every_loop_and_once():
+    """A batched child is shared by everything that counts with the same labels; a flush
+    that was due on a loop that ended must not stop the counts of the next loop."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+
+    from relay.metrics import FLUSH_EVERY, batched_counter
+
+    registry = CollectorRegistry()
+    counter = Counter("c", "c", ["kind"], registry=registry)
+    gauge = Gauge("g", "g", registry=registry)
+
+    async def count(n: int, wait: bool) -> None:
+        for _ in range(n):
+            batched_counter(counter, "a").inc()
+            batched_counter(gauge).inc()
+        batched_counter(gauge).dec()
+        if wait:
+            await asyncio.sleep(FLUSH_EVERY + 0.2)
+
+    asyncio.run(count(3, wait=False))  # ends before its flush is due
+    assert registry.get_sample_value("c_total", {"kind": "a"}) == 0  # not written yet
+    asyncio.run(count(2, wait=True))
+    assert registry.get_sample_value("c_total", {"kind": "a"}) == 5
+    assert registry.get_sample_value("g") == 3

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,7 +14,7 @@ from kilter.protocol import Continue, EnvelopeRecipient, ReplyCode
 
 from relay.archive import Filters
 from relay.config import from_dict
-from tests.fixtures.relayproc import free_port, relay_env, to_toml
+from tests.fixtures.relayproc import free_port, metrics_page, relay_env, to_toml
 from tests.milter_helpers import (
     POLICY_DIR,
     MilterThread,
@@ -125,10 +124,10 @@ def test_relay_milter_process_notifies_reloads_and_stops(tmp_path):
         _until(notify, "READY=1")
         with open_session(f"unix:{milter_sock}") as client:
             assert reply_text(send_message(client, "REJECT")[-1]).startswith("451-")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-            exposition = r.read().decode()
-        for action in ("reject", "tempfail"):
-            line = f'relay_transactions_total{{action="{action}",listener="milter"}} 1.0'
+        lines = [f'relay_transactions_total{{action="{action}",listener="milter"}} 1.0'
+                 for action in ("reject", "tempfail")]
+        exposition = metrics_page(metrics_port, *lines)
+        for line in lines:
             assert line in exposition
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.fixtures.relayproc import ROOT, relay_env, wait_for
+from tests.fixtures.relayproc import ROOT, metrics_page, relay_env, wait_for
 
 NO_DATE = b"From: an@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -89,7 +89,6 @@ def test_sd_notify_ready_reloading_stopping_and_journal_prefixes(tmp_path, relay
 
 
 def test_prometheus_metrics(relay_factory):
-    import urllib.request
 
     from tests.fixtures.relayproc import free_port
 
@@ -100,8 +99,9 @@ def test_prometheus_metrics(relay_factory):
             client.sendmail("a@example.org", ["ubnd@dienbien.gov.vn"], NO_DATE)
         except smtplib.SMTPDataError:
             pass
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert 'relay_transactions_total{action="reject",listener="mx"} 1.0' in text
-    assert ('relay_findings_total{action="reject",code="headers.missing",policy="headers"} 1.0'
-            in text)
+    reject = 'relay_transactions_total{action="reject",listener="mx"} 1.0'
+    finding = ('relay_findings_total{action="reject",code="headers.missing",'
+               'policy="headers"} 1.0')
+    text = metrics_page(port, reject, finding)
+    assert reject in text and finding in text
     assert "relay_queue_messages 0.0" in text

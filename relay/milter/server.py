@@ -76,13 +76,13 @@ class MilterServer:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
-        metrics.CONNECTIONS.inc()
+        metrics.batched_counter(metrics.CONNECTIONS).inc()
         try:
             await MilterSession(self, reader, writer).run()
         except Exception:
             log.exception("milter session failed")
         finally:
-            metrics.CONNECTIONS.dec()
+            metrics.batched_counter(metrics.CONNECTIONS).dec()
             self._sessions.discard(task)
 
     async def stop(self, grace: float = 10.0) -> None:
