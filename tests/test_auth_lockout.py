@@ -150,6 +150,19 @@ async def test_ipv6_clients_are_counted_per_64(store: DirectoryStore):
 
     assert network_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
     assert network_key("::ffff:192.0.2.7") == "192.0.2.7"
+    # IPv4 is taken as it is written, without parsing: the same key parsing gives, for
+    # addresses and for strings that are not one (those are keys as they are)
+    import ipaddress
+
+    from relay.anvil import client_key
+
+    for text in ("192.0.2.7", "0.0.0.0", "255.255.255.255", "192.0.2.07", "192.0.2.7%1",
+                 "", "1.2.3", "16909060", "x"):
+        try:
+            parsed = str(ipaddress.ip_address(text))
+        except ValueError:
+            parsed = text
+        assert client_key(text) == parsed, text
     for n in range(6):  # six logins guessed from six addresses of one /64
         assert not await store.authenticate(f"guess{n}@{DOMAIN}", "x" * 12,
                                             f"2001:db8:1:2::{n + 1:x}")
