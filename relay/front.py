@@ -36,16 +36,34 @@ log = logging.getLogger("relay.front")
 STOP_GRACE = 10.0
 
 
-class Control:
+class Outbox:
+    """Control messages as JSON lines, both ways: what one turn of the event loop sends
+    goes out in one write (and wakes the other end once), not a write per message; under
+    load a turn admits, releases and queues for several sessions."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._lines: list[bytes] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self._lines:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._lines.append(json.dumps(message).encode() + b"\n")
+
+    def _flush(self) -> None:
+        lines, self._lines = self._lines, []
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(lines))
+
+
+class Control(Outbox):
     """The front's end of the control channel; also the front's connection gate."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+        super().__init__(writer)
+        self.reader = reader
         self._seq = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[str | None]] = {}
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.writer.write(json.dumps(message).encode() + b"\n")
 
     async def admit(self, ip: str) -> Reply | None:
         seq = next(self._seq)

@@ -33,17 +33,14 @@ STUCK_AFTER = 60.0  # no answer to pings for this long: the front's loop is stuc
 READY_TIMEOUT = 120.0
 
 
-class FrontProcess:
+class FrontProcess(front.Outbox):
     def __init__(self, index: int, process: Any, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
+        super().__init__(writer)
         self.index, self.process = index, process
-        self.reader, self.writer = reader, writer
+        self.reader = reader
         self.ready = asyncio.Event()
         self.last_heard = time.monotonic()
-
-    def send(self, message: dict[str, Any]) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(json.dumps(message).encode() + b"\n")
 
 
 class Supervisor:
