@@ -299,9 +299,9 @@ class RelaySMTP(SMTP):
             reply = BARE_NEWLINE
         else:
             verdict = await conversation.data(body, received_header(conversation.config, tx))
-            if verdict.outcome is Outcome.ACCEPT:
-                log.info("queue %s: from=<%s> to=%s size=%d client=%s", tx.queue_id,
-                         tx.mail_from, ",".join(tx.rcpt_to), body.size, tx.client_ip)
+            if verdict.outcome is Outcome.ACCEPT:  # the mail log has it (maillog.queued)
+                log.debug("queue %s: from=<%s> to=%s size=%d client=%s", tx.queue_id,
+                          tx.mail_from, ",".join(tx.rcpt_to), body.size, tx.client_ip)
             reply = verdict.reply
         self._mails_without_data = 0
         self.progressed()

@@ -90,7 +90,7 @@ def test_two_fronts_serve_and_one_runner_delivers_each_message_once(relay_factor
     wait_for(lambda: len(delivered(relay)) >= 60, timeout=30)
     assert sorted(delivered(relay)) == list(range(60))
     log = relay.log.read_text()
-    assert "relay.smtp[front1]: queue" in log and "relay.smtp[front2]: queue" in log
+    assert "relay.maillog.smtpd[front1]: " in log and "relay.maillog.smtpd[front2]: " in log
     accepted = 'relay_transactions_total{action="accept",listener="mx"} 60.0'
     assert accepted in metrics_page(port, accepted)
 
