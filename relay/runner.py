@@ -9,6 +9,7 @@ never zero times.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 
@@ -36,7 +37,13 @@ class QueueRunner:
         self.config = config
         self.spool = spool
         self.router = router
-        self._due: dict[str, float] = {}
+        self._due: dict[str, float] = {}  # when each waiting message is due
+        # the same as a heap, soonest first: each wake looks at what is due, not at the
+        # whole queue (a backlog of 100,000 deferred messages made every wake walk them
+        # all); entries that no longer match _due are dropped when they come up
+        self._heap: list[tuple[float, str]] = []
+        self._touched: set[str] = set()  # scheduled or forgotten while a rescan reads
+        self._scanning: asyncio.Task[None] | None = None
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -54,43 +61,79 @@ class QueueRunner:
 
     def submit(self, queue_id: str) -> None:
         """A new message is on disk: try it now."""
-        self._due[queue_id] = 0.0
+        self._schedule(queue_id, 0.0)
         self._fresh.add(queue_id)
         self._wake.set()
 
+    def _schedule(self, qid: str, due: float) -> None:
+        self._touched.add(qid)
+        if self._due.get(qid) != due:
+            self._due[qid] = due
+            heapq.heappush(self._heap, (due, qid))
+            if len(self._heap) > 2 * len(self._due) + 1000:  # mostly outdated entries
+                self._heap = [(d, q) for q, d in self._due.items()]
+                heapq.heapify(self._heap)
+
     def rescan(self) -> None:
-        """Pick up what changed on disk (restart, `queue release`, `queue flush`)."""
-        present = set()
-        for qid in self.spool.ids(held=False):
-            present.add(qid)
-            if qid in self._unsaved or qid in self._errors:
-                continue  # the file is behind: keep the backoff computed in memory
-            try:
-                self._due[qid] = self.spool.load_state(qid).next_attempt
-            except KeyError:
-                continue
-            except ValueError:
-                self._due[qid] = 0.0  # unreadable state: the attempt starts afresh
+        """Pick up what changed on disk (restart, `queue release`, `queue flush`); the
+        files are read in a thread, so a large queue does not stop the loop meanwhile."""
+        if self._scanning is None or self._scanning.done():
+            self._scanning = asyncio.get_running_loop().create_task(self._rescan())
+
+    async def _rescan(self) -> None:
+        self._touched.clear()
+        found = await asyncio.to_thread(self._read_schedule)
+        # where the file is behind what is known here (an attempt ran meanwhile, or its
+        # state could not be saved), what is known here stays
+        known = self._unsaved.keys() | self._errors.keys() | self._inflight | self._touched
+        for qid, due in found.items():
+            if qid not in known:
+                self._schedule(qid, due)
         for qid in list(self._due):
-            if qid not in present and qid not in self._inflight:
+            if qid not in found and qid not in self._inflight and qid not in self._touched:
                 self._forget(qid)
         self._wake.set()
 
+    def _read_schedule(self) -> dict[str, float]:
+        """When each message in active/ is due, from its delivery state."""
+        found: dict[str, float] = {}
+        for qid in self.spool.ids(held=False):
+            try:
+                found[qid] = self.spool.load_state(qid).next_attempt
+            except KeyError:
+                continue
+            except ValueError:
+                found[qid] = 0.0  # unreadable state: the attempt starts afresh
+        return found
+
+    def _start_due(self) -> float | None:
+        """Start the attempts that are due, as many as may run; when the next one is due
+        (None: nothing waits, or every slot is taken)."""
+        now = time.time()
+        while self._heap and len(self._inflight) < self.config.queue.concurrency:
+            due, qid = self._heap[0]
+            if self._due.get(qid) != due or qid in self._inflight:
+                heapq.heappop(self._heap)  # outdated, or being attempted already
+                continue
+            if due > now:
+                return due
+            heapq.heappop(self._heap)
+            self._inflight.add(qid)
+            task = asyncio.create_task(self._attempt(qid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return None
+
     async def run(self) -> None:
         self.rescan()
+        assert self._scanning is not None
+        await self._scanning
         last_scan = time.monotonic()
         while not self._stopping:
-            now = time.time()
-            for qid, due in list(self._due.items()):
-                if due <= now and qid not in self._inflight:
-                    self._inflight.add(qid)
-                    task = asyncio.create_task(self._attempt(qid))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            waiting = [d for q, d in self._due.items() if q not in self._inflight]
+            following = self._start_due()
             timeout = self.config.queue.scan_interval
-            if waiting:
-                timeout = max(0.05, min(timeout, min(waiting) - time.time()))
+            if following is not None:
+                timeout = max(0.05, min(timeout, following - time.time()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
@@ -131,12 +174,13 @@ class QueueRunner:
             errors = self._errors[qid] = self._errors.get(qid, 0) + 1
             log.exception("queue %s: delivery attempt failed (%d in a row)", qid, errors)
             q = self.config.queue
-            self._due[qid] = time.time() + backoff(errors, q.min_backoff, q.max_backoff)
+            self._schedule(qid, time.time() + backoff(errors, q.min_backoff, q.max_backoff))
         finally:
             self._inflight.discard(qid)
             self._wake.set()
 
     def _forget(self, qid: str) -> None:
+        self._touched.add(qid)
         self._due.pop(qid, None)
         self._unsaved.pop(qid, None)
         self._errors.pop(qid, None)
@@ -244,7 +288,7 @@ class QueueRunner:
             return
         await asyncio.to_thread(self.spool.save_state, qid, state)
         del self._unsaved[qid]
-        self._due[qid] = state.next_attempt
+        self._schedule(qid, state.next_attempt)
 
     async def _bounce(self, env: QueueEnvelope, data: bytes, failures: dict[str, str],
                       expired: bool) -> None:

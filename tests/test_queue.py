@@ -141,3 +141,63 @@ def test_hold_release_delete(relay_factory, idle_sink):
     wait_for(lambda: len(idle_sink.messages) == 2)
     assert numbers(idle_sink) == {0, 2}
     assert relay.cli("queue", "delete", "NOPE").returncode == 1
+
+
+async def test_a_deferred_backlog_waits_while_due_and_new_mail_goes_out(tmp_path, sink):
+    """The runner keeps its schedule as a heap (a backlog used to be walked whole at every
+    wake: bench/queue_backlog.py measures that). What is due goes, at once and once;
+    what is deferred stays untouched until its time."""
+    import asyncio
+
+    from relay.config import from_dict
+    from relay.delivery import Router
+    from relay.model import new_id
+    from relay.runner import QueueRunner
+    from relay.spool import QueueEnvelope, Spool
+
+    config = from_dict({"server": {"state_dir": str(tmp_path), "local_domains": ["example.org"]},
+                        "backend": {"kind": "smtp", "host": "127.0.0.1", "port": sink.port},
+                        "queue": {"concurrency": 3}})
+    spool = Spool(config.spool_path)
+
+    async def queue(n: int, next_attempt: float | None) -> str:
+        env = QueueEnvelope(queue_id=new_id(), sender="a@example.org",
+                            recipients=["b@example.org"])
+        await spool.put(env, MSG % (n, n, n))
+        if next_attempt is not None:
+            state = {"attempts": 1, "next_attempt": next_attempt, "recipients": {}}
+            spool.state_path(env.queue_id).write_text(json.dumps(state))
+        return env.queue_id
+
+    deferred = [await queue(n, time.time() + 3600) for n in range(300)]
+    for n in range(300, 310):  # due already: the runner's first scan finds them
+        await queue(n, time.time() - 60)
+    runner = QueueRunner(config, spool, Router(config))
+    running = asyncio.create_task(runner.run())
+    try:
+        new = await queue(999, None)
+        runner.submit(new)
+        for _ in range(200):
+            if len(sink.messages) >= 11:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # nothing more may come
+        got = [int(m.data.split(b"queue test ")[1].split(b"\r")[0]) for m in sink.messages]
+        assert sorted(got) == [*range(300, 310), 999]
+        assert set(spool.ids()) == set(deferred)
+        assert all(json.loads(spool.state_path(q).read_text())["attempts"] == 1
+                   for q in deferred[:20])
+        # an administrator makes one of them due (what `relay queue flush` leads to)
+        state = {"attempts": 1, "next_attempt": 0, "recipients": {}}
+        spool.state_path(deferred[7]).write_text(json.dumps(state))
+        runner.rescan()
+        for _ in range(100):
+            if len(sink.messages) == 12:
+                break
+            await asyncio.sleep(0.05)
+        assert b"queue test 7\r" in sink.messages[-1].data and len(sink.messages) == 12
+        assert deferred[7] not in set(spool.ids())
+    finally:
+        await runner.stop()
+        running.cancel()
+        spool.close()
