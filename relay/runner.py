@@ -53,8 +53,8 @@ class QueueRunner:
         # attempts whose state could not be saved, and failed attempts in a row (in memory)
         self._unsaved: dict[str, State] = {}
         self._errors: dict[str, int] = {}
-        # announced by submit() and not tried yet: just written, so in the page cache,
-        # and without a delivery state
+        # announced by submit() and not tried yet: just written, so in the page cache
+        # (a state file it may have, after `queue flush`, is looked for all the same)
         self._fresh: set[str] = set()
         self._gauges = queue_metrics()
         self._gauged = 0.0  # monotonic time the gauges were last set
@@ -186,7 +186,7 @@ class QueueRunner:
         self._errors.pop(qid, None)
         self._fresh.discard(qid)
 
-    def _read(self, qid: str, limit: int | None, state: State | None, fresh: bool = False
+    def _read(self, qid: str, limit: int | None, state: State | None
               ) -> tuple[QueueEnvelope, bytes, State, bool] | None:
         """The message and its delivery state in one thread hop (a hop costs more CPU than
         these reads): (envelope, data, state, whether a state file may exist), or None
@@ -194,8 +194,6 @@ class QueueRunner:
         loaded = self.spool.load_within(qid, limit)
         if loaded is None:
             return None
-        if fresh:  # never tried: no state was ever saved
-            return *loaded, State(), False
         if state is not None:  # what the last attempt learnt, not saved yet
             return *loaded, state, True
         try:
@@ -219,7 +217,7 @@ class QueueRunner:
                 # on the loop: reading a file just written (from the page cache) costs
                 # less than the thread hop, 55-110 us of CPU here
                 self._fresh.discard(qid)
-                loaded = self._read(qid, FRESH_INLINE, None, fresh=True)
+                loaded = self._read(qid, FRESH_INLINE, unsaved)
             else:
                 loaded = None
             if loaded is None:
